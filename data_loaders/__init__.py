@@ -1,0 +1,1 @@
+"""Shared data containers, readers for the real formats and simulators that write them."""

@@ -1,0 +1,1 @@
+"""Brain encoders and decoders, image generation and the shared evaluation layer."""

@@ -1,0 +1,1 @@
+"""Spiking-network simulation: Izhikevich neurons and reservoirs, plasticity, dendrites."""
