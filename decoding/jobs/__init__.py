@@ -1,0 +1,1 @@
+"""Jobs that `neurosuite run` can run: plain functions taking (params, run)."""
