@@ -1,0 +1,156 @@
+"""The ``neurosuite`` command: run a config, run the demo, list configs, print system info."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from neurosuite.config import ConfigError, load_yaml, resolve
+from neurosuite.report import Figure, Section, write_sections
+from neurosuite.runs import RunFolderExistsError, execute, prepare_out_dir
+
+logger = logging.getLogger("neurosuite")
+
+
+def configs_dir() -> Path:
+    """The shipped ``configs/`` folder (next to the packages in a source checkout)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(configs_dir().rglob("*.yaml"))
+
+
+def demo_configs() -> list[tuple[int, Path]]:
+    """The configs with a ``demo_stage``, in stage order."""
+    stages = []
+    for path in shipped_configs():
+        stage = load_yaml(path).get("demo_stage")
+        if stage is not None:
+            stages.append((int(stage), path))
+    return sorted(stages)
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    level = "smoke" if args.smoke else "quick" if args.quick else "full"
+    cfg = resolve(args.config, level=level, sets=args.set)
+    out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
+    execute(cfg, out, force=args.force, resume=args.resume, verbose=not args.quiet,
+            argv=sys.argv)
+    print(out / "report.html")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    level = "smoke" if args.quick else "quick"
+    out = prepare_out_dir(args.out or _default_out("demo"), force=args.force)
+    stages = demo_configs()
+    if not stages:
+        print("no config has a demo_stage", file=sys.stderr)
+        return 1
+    sections, failed = [], []
+    t_start = time.perf_counter()
+    for i, (stage, path) in enumerate(stages, 1):
+        name = f"{stage:02d}-{path.stem}"
+        print(f"[{i}/{len(stages)}] {path.relative_to(configs_dir().parent)} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            cfg = resolve(path, level=level)
+            run = execute(cfg, out / name, verbose=not args.quiet, argv=sys.argv)
+            metrics, figs, tables, texts = run.metrics, run.figures, run.tables, run.texts
+        except Exception as err:  # noqa: BLE001 - one failed stage must not hide the others
+            failed.append(name)
+            metrics = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+            figs, tables, texts = _figures_in(out / name), [], []
+            print(f"    FAILED: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"    {metrics.get('status')} in {time.perf_counter() - t0:.1f} s", flush=True)
+        desc = load_yaml(path).get("description", "")
+        sections.append(Section(title=f"{i}. {path.stem}", description=desc, metrics=metrics,
+                                tables=tables, figures=figs, texts=texts,
+                                link=f"{name}/report.html"))
+    total = time.perf_counter() - t_start
+    report = write_sections(
+        out / "report.html", "neurosuite demo", sections,
+        intro=f"{len(stages)} stages at level '{level}' in {total:.0f} s; each stage's own run "
+              "folder holds its config, metrics.json, figures and report.")
+    print(f"demo report: {report.resolve()}")
+    return 1 if failed else 0
+
+
+def _figures_in(folder: Path) -> list[Figure]:
+    return [Figure(path=p, name=p.stem) for p in sorted((folder / "figures").glob("*.png"))]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root = configs_dir().parent
+    for path in shipped_configs():
+        raw = load_yaml(path)
+        stage = raw.get("demo_stage")
+        demo = f"[demo {stage}]" if stage is not None else ""
+        print(f"{str(path.relative_to(root)):<42} {raw.get('job', '?'):<22} {demo:<10} "
+              f"{raw.get('description', '')}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from neurosuite.info import sys_info
+
+    sys_info()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurosuite", description=__doc__)
+    p.add_argument("--verbose", "-v", action="store_true", help="log info messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one config into a run folder")
+    r.add_argument("config", help="a YAML config (see `neurosuite list`)")
+    r.add_argument("--out", help="run folder (default: runs/<config>-<time>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set params.n=100 --set seed=1")
+    r.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    r.add_argument("--resume", action="store_true",
+                   help="reuse an existing run folder and continue from its checkpoints")
+    lv = r.add_mutually_exclusive_group()
+    lv.add_argument("--quick", action="store_true", help="apply the config's quick overrides")
+    lv.add_argument("--smoke", action="store_true", help="apply the tiny smoke overrides")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the tour of the suite on the embedded default data")
+    d.add_argument("--out", help="folder (default: runs/demo-<time>)")
+    d.add_argument("--quick", action="store_true", help="tiny version of every stage (seconds)")
+    d.add_argument("--force", action="store_true", help="overwrite an existing folder")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    sub.add_parser("list", help="the shipped configs, one line each").set_defaults(func=cmd_list)
+    sub.add_parser("info", help="versions, devices, threads").set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # jobs draw into files; never open a window
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, RunFolderExistsError) as err:
+        print(f"neurosuite: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Run folders: one job, one folder, nothing lost and nothing overwritten silently.
+
+``DIR/config.yaml``   the resolved config, with seed, package versions and the command line
+``DIR/metrics.json``  the job's numbers (rewritten atomically each time a job adds some)
+``DIR/figures/``      PNGs, embedded in the report too
+``DIR/report.html``   one self-contained file: config, metrics, tables and figures
+``DIR/checkpoints/``  where training jobs keep what a resumed run picks up
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_loaders._io import atomic_write_json, atomic_write_text
+from neurosuite.config import ResolvedConfig
+from neurosuite.info import versions
+from neurosuite.jobs import get_job
+from neurosuite.report import Figure, Table, write_report
+
+logger = logging.getLogger("neurosuite")
+
+
+class RunFolderExistsError(FileExistsError):
+    """The output folder holds an earlier run; pass ``--force`` or ``--resume``."""
+
+
+def prepare_out_dir(out_dir: str | Path, force: bool = False, resume: bool = False) -> Path:
+    """Create ``out_dir`` or refuse to reuse it.
+
+    An existing non-empty folder is never overwritten silently: ``force`` deletes it first,
+    ``resume`` keeps it (and its checkpoints).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunFolderExistsError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if force:
+            shutil.rmtree(out)
+        elif not resume:
+            raise RunFolderExistsError(
+                f"--out {out}: folder exists and is not empty; pass --force to overwrite it or "
+                "--resume to continue from its checkpoints"
+            )
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global generators (jobs also pass ``run.seed`` explicitly)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - global state for third-party code that uses it
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+class Run:
+    """What a job sees of its run folder (duck-typed by the packages; see CONTRIBUTING.md).
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run folder (already prepared).
+    seed : int
+        Seed for every generator of the job.
+    level : {"full", "quick", "smoke"}
+        How much work the job should do.
+    device : {"auto", "cpu", "cuda"}
+    verbose : bool
+        Progress bars and info logging.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        seed: int = 0,
+        level: str = "full",
+        device: str = "auto",
+        verbose: bool = True,
+        data_dir: Path | None = None,
+    ) -> None:
+        from data_loaders.cache import data_home
+
+        self.out_dir = Path(out_dir)
+        self.figures_dir = self.out_dir / "figures"
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir) if data_dir is not None else data_home()
+        self.seed = int(seed)
+        self.level = level
+        self.device = device
+        self.verbose = bool(verbose)
+        self.metrics: dict[str, Any] = {}
+        self.figures: list[Figure] = []
+        self.tables: list[Table] = []
+        self.texts: list[tuple[str, str]] = []
+
+    # -- what jobs call -------------------------------------------------------------------
+    def add_figure(self, fig, name: str, caption: str = "") -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (and close it)."""
+        import matplotlib.pyplot as plt
+
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        path = self.figures_dir / f"{safe}.png"
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+        plt.close(fig)
+        self.figures = [f for f in self.figures if f.path != path]
+        self.figures.append(Figure(path=path, caption=caption, name=safe))
+        return path
+
+    def add_table(self, name: str, rows: list[dict[str, Any]], caption: str = "") -> None:
+        """A table (list of row dicts) shown in the report and stored in metrics.json."""
+        rows = [dict(r) for r in rows]
+        self.tables = [t for t in self.tables if t.name != name]
+        self.tables.append(Table(name=name, rows=rows, caption=caption))
+        self.metrics.setdefault("tables", {})[name] = rows
+        self._flush_metrics()
+
+    def add_metrics(self, metrics: dict[str, Any]) -> None:
+        """Merge numbers into ``metrics.json`` (written atomically right away)."""
+        self.metrics.update(metrics)
+        self._flush_metrics()
+
+    def add_text(self, title: str, text: str) -> None:
+        """A paragraph in the report (plain text; blank lines separate paragraphs)."""
+        self.texts.append((title, text))
+
+    def progress(self, iterable: Iterable | None = None, total: int | None = None, desc=None):
+        """A tqdm progress bar, off when not verbose or not a terminal."""
+        from tqdm.auto import tqdm
+
+        disable = not self.verbose or not sys.stderr.isatty()
+        return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False)
+
+    def log(self, msg: str) -> None:
+        """An info message (shown when verbose)."""
+        logger.info(msg)
+
+    def _flush_metrics(self) -> None:
+        atomic_write_json(self.out_dir / "metrics.json", self.metrics)
+
+
+def execute(
+    cfg: ResolvedConfig,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    verbose: bool = True,
+    argv: list[str] | None = None,
+) -> Run:
+    """Run a resolved config into ``out_dir`` and write the whole run folder.
+
+    On failure the folder still gets ``metrics.json`` with ``status: failed``, the traceback
+    in the report, and the exception is re-raised.
+    """
+    out = prepare_out_dir(out_dir, force=force, resume=resume)
+    func, _ = get_job(cfg.job)
+    run = Run(out, seed=cfg.top.seed, level=cfg.level, device=cfg.top.device, verbose=verbose)
+    resolved = cfg.to_dict()
+    resolved["versions"] = versions()
+    resolved["command"] = " ".join(argv) if argv else None
+    resolved["started"] = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    seed_everything(cfg.top.seed)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        returned = func(cfg.params, run)
+        if returned:
+            run.metrics.update(returned)
+        run.metrics["status"] = "ok"
+    except BaseException as err:  # noqa: BLE001 - record any failure, then re-raise
+        run.metrics["status"] = "failed"
+        run.metrics["error"] = f"{type(err).__name__}: {err}"
+        error = err
+        run.add_text("Error", traceback.format_exc())
+    run.metrics["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    run._flush_metrics()
+    write_report(
+        out / "report.html",
+        title=f"{cfg.job}" + (f" ({cfg.level})" if cfg.level != "full" else ""),
+        description=cfg.top.description,
+        config=resolved,
+        metrics=run.metrics,
+        tables=run.tables,
+        figures=run.figures,
+        texts=run.texts,
+    )
+    if error is not None:
+        raise error
+    return run
