@@ -148,3 +148,14 @@ def test_demo_runs_every_stage_and_links_the_report(monkeypatch, toy, tmp_path, 
     assert html.count("data:image/png;base64,") == 2
     assert "demo report:" in capsys.readouterr().out
     assert cli.main(["demo", "--out", str(out), "--quick", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("path", cli.shipped_configs(), ids=lambda p: p.stem)
+def test_shipped_config_runs_end_to_end_at_smoke_level(path, tmp_path, monkeypatch):
+    """Every job, through the real front door, writes metrics, figures and a report."""
+    monkeypatch.setenv("NEUROSUITE_DATA", str(tmp_path / "data"))
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--smoke", "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert list((out / "figures").glob("*.png")), f"{path.stem}: a job shows figures"
