@@ -646,7 +646,12 @@ class FMRIDataset:
         sub = self._subject(subject)
         if sub.ncsnr is None:
             raise ValueError(f"ncsnr: subject {subject!r} has no ncsnr, got None")
-        if not np.isscalar(n_avg) or not n_avg > 0:
+        if (
+            isinstance(n_avg, bool)
+            or not isinstance(n_avg, int | float | np.integer | np.floating)
+            or not np.isfinite(n_avg)
+            or n_avg <= 0
+        ):
             raise ValueError(f"n_avg: expected a number of averaged trials > 0, got {n_avg!r}")
         return _nsd_noise_ceiling(sub.ncsnr, float(n_avg))
 

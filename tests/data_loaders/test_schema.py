@@ -339,8 +339,9 @@ def test_noise_ceiling_hand_computed():
     np.testing.assert_allclose(ds.noise_ceiling("a"), [0, 50, 80, 20])
     # n=3: s=1 -> 75; s=2 -> 4/(4+1/3) = 92.307..; s=.5 -> .25/(.25+1/3) = 42.857..
     np.testing.assert_allclose(ds.noise_ceiling("a", n_avg=3), [0, 75, 1200 / 13, 300 / 7])
-    with pytest.raises(ValueError, match="^n_avg"):
-        ds.noise_ceiling("a", n_avg=0)
+    for bad in (0, -3, "3", np.nan, True):
+        with pytest.raises(ValueError, match="^n_avg"):
+            ds.noise_ceiling("a", n_avg=bad)
     with pytest.raises(ValueError, match="^subject"):
         ds.noise_ceiling("zz")
     no_nc = FMRIDataset(stim, {"a": make_subject(np.arange(4), name="a", ncsnr=False)})
