@@ -280,6 +280,15 @@ def test_retrieval_top1_matches_loop(rng):
     assert retrieval_top1(pred, true, 20, 7, random_state=3) == got  # deterministic
 
 
+def test_ties_count_as_failures(rng):
+    true = rng.standard_normal((10, 6))
+    true[1] = true[0]  # images 0 and 1 indistinguishable
+    # retrieval: rows 0 and 1 tie with each other -> 8 of 10 correct
+    assert retrieval_top1(true, true, n_candidates=10, n_draws=1) == pytest.approx(0.8)
+    # 2-way: rows 0 and 1 lose the one comparison with each other -> (8 * 9 + 2 * 8) / 90
+    assert two_way_identification(true, true) == pytest.approx((8 * 9 + 2 * 8) / 90)
+
+
 def test_correlation_distance_matches_scipy(rng):
     pred, true = _features(rng, n=8)
     ref = np.mean([scipy_correlation(p, t) for p, t in zip(pred, true)])
