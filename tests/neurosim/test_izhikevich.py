@@ -320,3 +320,27 @@ def test_bad_arguments(kwargs, pattern):
 def test_parameters_need_current_and_duration():
     with pytest.raises(ValueError, match="current and duration_ms: required"):
         simulate_neuron(IzhikevichParams(0.02, 0.2, -65, 8))
+
+
+# --------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.brian2
+def test_job_draws_and_cross_checks(tmp_path, torch64):
+    pytest.importorskip("brian2")
+    from neurosim.jobs.izhikevich_patterns import PatternsParams, izhikevich_patterns
+    from neurosuite.runs import Run
+
+    run = Run(tmp_path, seed=0, level="smoke", device="auto", verbose=False)
+    names = ["tonic_spiking", "accommodation", "RS"]
+    metrics = izhikevich_patterns(PatternsParams(patterns=names), run)
+    assert metrics["spike_counts"] == {n: int(torch64[n].n_spikes) for n in names}
+    assert metrics["engines_identical_spike_steps"] == 3
+    assert (tmp_path / "figures" / "features_2004.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "cell_classes_2003.png").exists()
+    rows = run.metrics["tables"]["patterns"]
+    assert rows[0]["first_spike_ms"] == float(reference("tonic_spiking")[2][0] * 0.25)
+    with pytest.raises(ValueError, match="Did you mean 'tonic_spiking'"):
+        PatternsParams(patterns=["tonic_spikin"])
