@@ -370,3 +370,35 @@ def test_memory_bounded_by_sessions_and_blocks(tmp_path, monkeypatch, fmt):
     peak = peak_of_load()
     assert peak < session_bytes / 2, (peak, session_bytes)
     assert peak < brick_bytes / 2, (peak, brick_bytes)
+
+
+# --------------------------------------------------------------------------------------
+# the simulator's own output round-trips through the layout
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def simulated():
+    from data_loaders.simulate.fmri import simulate_nsd
+
+    return simulate_nsd(
+        n_subjects=2, n_sessions=[2, 1], trials_per_session=30, n_shared=5,
+        n_subject_images=30, image_size=16, voxels=(60, 90), random_state=3,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "hdf5"])
+def test_round_trip_on_simulate_nsd(simulated, tmp_path, fmt):
+    sim = simulated
+    root = write_nsd_layout(tmp_path / "sim", sim, betas_format=fmt)
+    loaded = load_nsd(root, subjects=[1, 2], average_repeats=True)
+    expected = sim.to_dataset(average_repeats=True)
+    assert loaded.subject_names == expected.subject_names == ["subj01", "subj02"]
+    for name in expected.subject_names:
+        got, ref = loaded.subjects[name], expected.subjects[name]
+        np.testing.assert_array_equal(got.stim_ids, ref.stim_ids)
+        np.testing.assert_allclose(got.betas, ref.betas, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(got.roi, ref.roi)
+        np.testing.assert_array_equal(got.ncsnr, ref.ncsnr)
+        np.testing.assert_array_equal(got.voxel_coords_mni(), ref.voxel_coords_mni())
+    np.testing.assert_array_equal(
+        loaded.stimuli.images, expected.stimuli.subset(loaded.stimuli.ids).images
+    )
