@@ -19,8 +19,17 @@ Integration follows the published figure code exactly (not plain forward Euler):
 
 for t = k dt, k = 0, 1, ..., duration_ms / dt (both ends included, as MATLAB's
 ``tspan = 0:tau:T``). Plain forward Euler (u from the old v) does not reproduce the
-published patterns, so both engines use this order. In float64 the torch engine, the Brian2
-engine and a plain transcription of ``figure1.m`` give the same spike steps (tested).
+published patterns, so both engines use this order, with the operands of each sum in the
+figure code's order: in float64 the torch engine, the Brian2 engine and a plain
+transcription of ``figure1.m`` give bit-identical traces and spike steps, and in float32 the
+two engines are bit-identical to each other and within +-1 spike of float64 (tested).
+
+Sources: the parameters, initial states, steps and stimuli of the 20 features are those of
+``figure1.m``, the code published with the 2004 paper's Fig. 1 (izhikevich.org), read
+from public transcriptions that agree with each other. Three panels of that code depart from
+the canonical model, and `IzhikevichPattern` carries the departure: (G) and (L) use
+0.04 v^2 + 4.1 v + 108; (R) uses u' = a b (v + 65) with u0 = -16. The 2003 classes take
+(a, b, c, d) from the 2003 paper's Fig. 2; their step protocols are stated per pattern.
 
 Examples
 --------
@@ -416,8 +425,8 @@ _PATTERN_LIST = [
     IzhikevichPattern("class_1_excitable", "(G) Class 1 excitable", _P(0.02, -0.1, -55, 6),
                       -60.0, 0.25, 300.0, _i_class_1, "ramp I = 0.075 (t - 30) for t > 30 ms",
                       quadratic=(0.04, 4.1, 108.0), source=_CODE,
-                      note="figure1.m uses v' = 0.04 v^2 + 4.1 v + 108 - u + I for this panel "
-                      "(the paper's text gives only the standard model)"),
+                      note="figure1.m uses v' = 0.04 v^2 + 4.1 v + 108 - u + I for this panel, "
+                      "not the standard 0.04 v^2 + 5 v + 140 of the paper's eq. (1)"),
     IzhikevichPattern("class_2_excitable", "(H) Class 2 excitable", _P(0.2, 0.26, -65, 0),
                       -64.0, 0.25, 300.0, _i_class_2,
                       "ramp I = -0.5 + 0.015 (t - 30) for t > 30 ms, -0.5 before", source=_CODE),
@@ -781,13 +790,21 @@ k0 : 1 (constant)
 u_rest : 1 (constant)
 u_decay : 1 (constant)
 h : 1 (constant)
+dv_dt : 1
 """
 # One Brian2 time step = one step k of every neuron; each neuron's own step (ms) is `h`, so
 # panels with different dt share one network. The update runs in the 'groups' slot, before
 # the threshold and reset slots: Izhikevich's order, not a Brian2 state updater (whose
 # 'euler' would use the old v for u).
+# Code generation (sympy) re-orders the terms of a sum; each statement below has a single
+# binary sum, which is exact whichever way round, so the figure1.m rounding is kept.
 _BRIAN2_UPDATE = """
-v = v + h*(k2*(v*v) + k1*v + k0 - u + I_ext(t, i))
+dv_dt = k2*(v*v)
+dv_dt = dv_dt + k1*v
+dv_dt = dv_dt + k0
+dv_dt = dv_dt - u
+dv_dt = dv_dt + I_ext(t, i)
+v = v + h*dv_dt
 u = u + h*a*(b*(v - u_rest) - u_decay*u)
 """
 
@@ -891,13 +908,14 @@ def simulate_neuron(
     v0 : float or array, optional
         Initial membrane potential (mV). Default: the pattern's, else -65 mV.
     u0 : float or array, optional
-        Initial recovery variable. Default: the pattern's, else b * v0.
+        Initial recovery variable. Default: the pattern's when v0 is the pattern's too,
+        else b * v0.
     engine : {"torch", "brian2"}
         ``"torch"`` (vectorised, CPU or GPU) or ``"brian2"`` (the same equations as a
         Brian2 NeuronGroup with a run_regularly update, numpy target).
     dtype : {"float64", "float32"}
-        Floating point precision. float64 reproduces the published spike trains to the
-        step; float32 spike counts stay within +-1 of them.
+        Floating point precision. float64 reproduces the published traces bit for bit
+        (both engines); float32 spike counts stay within +-1 of them.
     device : str
         Torch device (``"cpu"``, ``"cuda"``, ``"auto"``); ignored by Brian2.
     verbose : bool or None

@@ -4,7 +4,7 @@ Draws the 2004 paper's Fig. 1 as a 5 x 4 grid (one panel per neuro-computational
 membrane potential above the stimulus), the 2003 cell classes (RS, IB, CH, FS, TC, RZ, LTS)
 as a second grid, and tabulates spike counts, first-spike times and mean rates. With
 ``cross_check_brian2`` it runs the same patterns on the other engine and reports whether the
-spike trains agree step for step.
+spike trains agree step for step (in float64 they are bit-identical).
 """
 
 from __future__ import annotations
