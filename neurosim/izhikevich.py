@@ -623,7 +623,7 @@ class _Batch:
     dt: np.ndarray
     v0: np.ndarray
     u0: np.ndarray
-    current: np.ndarray  # (n_steps_max, n), zero-padded after each neuron's n_steps
+    current: np.ndarray  # (n_steps_max, n) or shared (n_steps_max, 1); zero-padded
     n_steps: np.ndarray  # (n,)
     labels: list[str]
 
@@ -633,17 +633,22 @@ class _Batch:
 
 
 def _current_matrix(current: Any, t_ms: np.ndarray, n: int) -> np.ndarray:
-    """The stimulus as an (n_steps, n) float64 array; checks length and finiteness."""
+    """The stimulus as an (n_steps, n) float64 array, or (n_steps, 1) when all neurons share
+    it; checks length and finiteness."""
     n_steps = t_ms.size
     if callable(current):
         values = [np.asarray(current(float(t)), dtype=np.float64) for t in t_ms]
-        try:
-            out = np.stack([np.broadcast_to(v, (n,)) for v in values])
-        except ValueError:
-            raise ValueError(
-                f"current: a callable must return a number or {n} values (one per neuron), "
-                f"got shape {values[0].shape}"
-            ) from None
+        if all(v.ndim == 0 for v in values):
+            out = np.array(values, dtype=np.float64)[:, None]
+        else:
+            try:
+                out = np.stack([np.broadcast_to(v, (n,)) for v in values])
+            except ValueError:
+                bad = next(v.shape for v in values if v.shape not in ((), (n,), (1,)))
+                raise ValueError(
+                    f"current: a callable must return a number or {n} values (one per "
+                    f"neuron), got shape {bad}"
+                ) from None
     else:
         try:
             arr = np.asarray(current, dtype=np.float64)
@@ -653,14 +658,14 @@ def _current_matrix(current: Any, t_ms: np.ndarray, n: int) -> np.ndarray:
                 f"of t (ms), got {type(current).__name__}"
             ) from None
         if arr.ndim == 0:
-            out = np.full((n_steps, n), float(arr))
+            out = np.full((n_steps, 1), float(arr))
         elif arr.ndim == 1:
             if arr.shape[0] != n_steps:
                 raise ValueError(
                     f"current: expected {n_steps} values (one per step t = 0, dt, ..., "
                     f"duration_ms), got {arr.shape[0]}"
                 )
-            out = np.repeat(arr[:, None], n, axis=1)
+            out = arr[:, None].copy()
         elif arr.ndim == 2 and arr.shape == (n_steps, n):
             out = arr.copy()
         else:
@@ -757,10 +762,10 @@ def _run_torch(batch: _Batch, dtype: str, device: str) -> tuple[np.ndarray, ...]
     ha = h * a  # figure1.m computes tau*a*(...) left to right, i.e. (tau*a)*(...)
     current = t(batch.current)
     v, u = t(batch.v0), t(batch.u0)
-    n_total = current.shape[0]
-    v_rec = torch.empty_like(current)
-    u_rec = torch.empty_like(current)
-    spk_rec = torch.empty(current.shape, dtype=torch.bool, device=dev)
+    n_total, shape = current.shape[0], (current.shape[0], batch.n)
+    v_rec = torch.empty(shape, dtype=td, device=dev)
+    u_rec = torch.empty(shape, dtype=td, device=dev)
+    spk_rec = torch.empty(shape, dtype=torch.bool, device=dev)
     peak = torch.tensor(V_PEAK_MV, dtype=td, device=dev)
     with torch.no_grad():
         for k in range(n_total):
@@ -823,7 +828,8 @@ def _run_brian2(batch: _Batch, dtype: str) -> tuple[np.ndarray, ...]:
     try:
         clock_dt = 1.0 * b2.ms
         n_total = batch.current.shape[0]
-        i_ext = b2.TimedArray(batch.current.astype(np_dtype), dt=clock_dt)
+        values = np.broadcast_to(batch.current, (n_total, batch.n)).astype(np_dtype)
+        i_ext = b2.TimedArray(values, dt=clock_dt)
         group = b2.NeuronGroup(
             batch.n, _BRIAN2_MODEL, threshold="v > v_peak", reset="v = c\nu = u + d",
             method=None, dt=clock_dt, dtype=np_dtype, name="izhikevich*",

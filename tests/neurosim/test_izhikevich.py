@@ -300,6 +300,11 @@ def test_large_dt_diverges_with_a_clear_error():
 def test_wrong_current_length_names_expected_length():
     with pytest.raises(ValueError, match="current: expected 401 values .* got 400"):
         simulate_neuron(IzhikevichParams(0.02, 0.2, -65, 8), np.zeros(400), 100.0, 0.25)
+    pop = IzhikevichParams(0.02, 0.2, -65, np.array([8.0, 2.0]))
+    with pytest.raises(ValueError, match=r"current: a callable must return .* 2 values.*\(3,\)"):
+        simulate_neuron(pop, lambda t: np.zeros(3), 10.0, 0.25)
+    with pytest.raises(ValueError, match=r"current: expected shape \(41,\) or \(41, 2\)"):
+        simulate_neuron(pop, np.zeros((41, 3)), 10.0, 0.25)
     with pytest.raises(ValueError, match="current: expected finite values"):
         simulate_neuron(IzhikevichParams(0.02, 0.2, -65, 8), np.full(401, np.nan), 100.0, 0.25)
 
