@@ -752,6 +752,11 @@ def load_nsd(
     if image_size is not None:
         _as_hw(image_size)
 
+    if space in ("fsaverage", "nativesurface"):
+        raise ValueError(
+            f"space: {space!r} is a surface space (.mgh files per hemisphere); expected a "
+            "volumetric space such as 'func1pt8mm' or 'func1mm'"
+        )
     paths = _Paths(root, space, betas)
     design = read_expdesign(root)
     loaded = {}
@@ -799,7 +804,8 @@ def write_nsd_layout(
     Parameters
     ----------
     root : path-like
-        Folder to write into (created; existing files are replaced).
+        Folder to write into (created). Files already there are replaced, and a
+        subject's old ``betas_sessionNN`` files are removed first.
     sim : SimulatedNSD
         From :func:`data_loaders.simulate.fmri.simulate_nsd`: ``stimuli`` (ids play the 73k
         ids), ``subjectim``, ``masterordering`` and ``sharedix`` (0-based), and per subject
@@ -897,6 +903,12 @@ def write_nsd_layout(
                 f"(n_sessions * trials_per_session, voxels of mask_img), got {sub.betas.shape}"
             )
         if s not in done_static:
+            # replace, not merge: stale sessions (another count or format) would be read
+            bdir = paths.betas_dir(s)
+            if bdir.is_dir():
+                for old in bdir.iterdir():
+                    if _SESSION_RE.match(old.name):
+                        old.unlink()
             _write_subject_static(paths, s, sub, mask, xyz, affine)
             done_static.add(s)
         scaled = np.rint(sub.betas[k * tps : (k + 1) * tps].astype(np.float64) * BETA_SCALE)

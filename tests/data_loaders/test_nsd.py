@@ -334,6 +334,18 @@ def test_missing_files_and_bad_arguments(sim, roots, tmp_path):
         load_nsd(roots["nii.gz"], subjects=1, image_size=(0, 4))
     with pytest.raises(ValueError, match="sessions"):
         load_nsd(roots["nii.gz"], subjects=1, sessions=[0])
+    with pytest.raises(ValueError, match="space: 'fsaverage' is a surface space"):
+        load_nsd(roots["nii.gz"], subjects=1, space="fsaverage")
+
+
+def test_rewrite_replaces_old_sessions(sim, roots, tmp_path):
+    root = _copy(roots["nii.gz"], tmp_path)
+    fewer = make_sim(sessions=(1, 2, 2))  # same seed: subject 1 now has one session
+    write_nsd_layout(root, fewer, betas_format="hdf5")
+    names = sorted(p.name for p in nsd_paths(root, 1)["betas_hdf5"].parent.iterdir())
+    assert names == ["betas_session01.hdf5", "ncsnr.nii.gz"]
+    sub = load_nsd(root, subjects=1, images=False).subjects["subj01"]
+    np.testing.assert_array_equal(sub.betas, fewer.subjects[1].betas)
 
 
 # --------------------------------------------------------------------------------------
