@@ -47,7 +47,7 @@ import difflib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -562,7 +562,6 @@ class NeuronTrace:
     engine: str
     dtype: str
     name: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_spikes(self) -> int | np.ndarray:
