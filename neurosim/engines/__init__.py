@@ -66,8 +66,10 @@ def prepare_run(model: Any, duration_ms: float, dt_ms: float | None, inputs: Any
     n_steps = int(round(duration_ms / dt))
     if n_steps < 1 or abs(n_steps * dt - duration_ms) > 1e-6 * max(dt, 1.0):
         raise ValueError(f"duration_ms: expected a multiple of dt_ms={dt}, got {duration_ms}")
-    noise_every = int(round(model.noise_interval_ms / dt))
-    if noise_every < 1 or abs(noise_every * dt - model.noise_interval_ms) > 1e-9:
+    # the noise is redrawn every noise_interval_ms (every step if dt_ms is longer)
+    ratio = model.noise_interval_ms / dt
+    noise_every = max(int(round(ratio)), 1)
+    if ratio > 1 and abs(noise_every - ratio) > 1e-9 * ratio:
         raise ValueError(
             f"dt_ms: the noise interval {model.noise_interval_ms} ms must be a multiple of "
             f"dt_ms, got dt_ms={dt}"

@@ -146,7 +146,7 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(seed))
     if spec.inputs is not None:
-        inp = torch.as_tensor(spec.inputs, dtype=fdt, device=dev)
+        inp = torch.as_tensor(spec.inputs, dtype=fdt, device=dev).expand(bsz, -1, -1)
         w_in = tens(model.input_weights)
     decay = model.syn_decay(dt)
 
