@@ -413,13 +413,14 @@ class _SessionReader:
     def _dset(self, f):
         return _betas_dataset(f, self.path)
 
-    def _finish(self, block: np.ndarray, t0: int) -> np.ndarray:
-        """int16 (or float) block (b, n_vox) of psc*300 -> float32 psc, checked finite."""
+    def _finish(self, block: np.ndarray, t0: int, cols: np.ndarray | None = None) -> np.ndarray:
+        """int16 (or float) block (b, n_cols) of psc*300 -> float32 psc, checked finite."""
         if block.dtype.kind == "f" and not np.isfinite(block).all():
-            bad = np.argwhere(~np.isfinite(block))[0]
+            t, c = np.argwhere(~np.isfinite(block))[0]
+            x, y, z = (int(a[c if cols is None else cols[c]]) for a in self.xyz)
             raise ValueError(
-                f"{self.path}: field 'betas' holds NaN or inf (trial {t0 + int(bad[0])} of the "
-                f"file, selected voxel {int(bad[1])}); expected finite betas"
+                f"{self.path}: field 'betas' holds NaN or inf (trial {t0 + int(t)}, voxel "
+                f"({x}, {y}, {z}) in X, Y, Z); expected finite betas"
             )
         # float64 division then float32: the value of k/300 a quantising simulation stores
         return (block.astype(np.float64) / BETA_SCALE).astype(np.float32)
@@ -459,13 +460,13 @@ class _SessionReader:
                             continue
                         box = dset[:, za:zb, y0:y1, x0:x1]
                         block = box[:, zs[cols] - za, ys[cols] - y0, xs[cols] - x0]
-                        out[:, cols] = self._finish(block, 0)
+                        out[:, cols] = self._finish(block, 0, cols)
             return
         # NIfTI: X x Y x Z x trials, Fortran order on disk, so a trial block is contiguous;
         # keep_file_open makes successive gzip reads continue where the last one stopped
         # (the proxy closes its file when it is garbage-collected)
         proxy = nib.load(self.path, keep_file_open=True).dataobj
-        step = max(1, _READ_BLOCK_BYTES // max(1, box_vox * 2))
+        step = max(1, _READ_BLOCK_BYTES // max(1, box_vox * proxy.dtype.itemsize))
         for t0 in range(0, n_trials, step):
             box = np.asanyarray(proxy[x0:x1, y0:y1, z0:z1, t0 : t0 + step])
             block = box[xs - x0, ys - y0, zs - z0, :].T

@@ -298,7 +298,8 @@ def test_nan_betas_in_hdf5(sim, roots, tmp_path):
     data[4, z, y, x] = np.nan
     with h5py.File(path, "w") as f:
         f.create_dataset("betas", data=data)
-    with pytest.raises(ValueError, match=r"betas_session02\.hdf5: field 'betas' holds NaN"):
+    where = rf"session02\.hdf5: field 'betas' holds NaN.*trial 4, voxel \({x}, {y}, {z}\)"
+    with pytest.raises(ValueError, match=where):
         load_nsd(root, subjects=1, images=False)
     with h5py.File(path, "w") as f:
         f.create_dataset("data", data=data)
