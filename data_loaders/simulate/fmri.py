@@ -571,7 +571,8 @@ def _early_tuning(
         angle[sel] = -np.sign(dz[sel]) * mag  # ventral -> upper field
     sel = rois == "hV4"
     angle[sel] = rng.uniform(-np.pi / 2, np.pi / 2, sel.sum())  # full hemifield
-    angle += rng.normal(0.0, 0.15, n)
+    # scatter, staying in the contralateral hemifield (pRFs rarely cross the meridian)
+    angle = np.clip(angle + rng.normal(0.0, 0.15, n), -0.48 * np.pi, 0.48 * np.pi)
     prf_x = 0.5 + 0.5 * side * ecc * np.cos(angle)
     prf_y = 0.5 - 0.5 * ecc * np.sin(angle)
     size = np.array([_PRF_SIZE[r][0] + _PRF_SIZE[r][1] * e for r, e in zip(rois, ecc)])
@@ -623,9 +624,9 @@ def _higher_response(
     drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-9) + 0.3 * low
     theta = rng.uniform(0.0, 1.0, n)
     resp = np.logaddexp(0.0, 3.0 * (drive - theta)) / 3.0  # softplus: rectifying
-    class_tuning = b[:, : len(SHAPE_CLASSES)] + b[:, len(SHAPE_CLASSES) : len(SHAPE_CLASSES) + 4] @ (
-        SHAPE_PROPERTIES.T
-    )
+    n_cls = len(SHAPE_CLASSES)
+    # the drive each class evokes alone: its one-hot weight plus its shape properties'
+    class_tuning = b[:, :n_cls] + b[:, n_cls : n_cls + 4] @ SHAPE_PROPERTIES.T
     truth = dict(prototype=proto, prf_x=cx, prf_y=cy, prf_size=rf, class_tuning=class_tuning)
     return resp, truth
 
