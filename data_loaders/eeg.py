@@ -1,0 +1,183 @@
+"""Read any EEG recording MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, ...) or a BIDS
+dataset (mne-bids) into an :class:`~data_loaders.schema.EEGDataset`.
+
+Two ways to cut a continuous recording into labelled epochs:
+
+- *windows* (default): fixed-length windows (``window_s``, ``overlap``) inside each
+  annotation whose description is a label (a film clip, a task block, a sleep stage);
+  windows not fully inside a labelled annotation are dropped. ``trial`` is the index of
+  the annotation, so trial-grouped protocols work as for DREAMER.
+- *events* (``tmin``/``tmax`` given): one epoch per event (annotation onset), from
+  ``tmin`` to ``tmax`` seconds around it (``mne.Epochs(..., baseline=None)``).
+
+Labels are class indices into the sorted label names (``event_id``), returned with
+``return_event_id=True``. Data are in volts (MNE's unit for EEG).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from data_loaders.schema import EEGDataset
+
+
+def _read_raw(path_or_bids, subject, session, task, run, verbose):
+    import mne
+
+    path = Path(path_or_bids)
+    if path.is_dir():
+        import mne_bids
+
+        ents = {}
+        for name, val in (("subject", subject), ("session", session), ("task", task),
+                          ("run", run)):
+            if val is None:
+                vals = mne_bids.get_entity_vals(path, name)
+                if len(vals) > 1:
+                    raise ValueError(f"{name}: the BIDS dataset {path} has several values "
+                                     f"{vals}; pass {name}=...")
+                val = vals[0] if vals else None
+            ents[name] = val
+        if ents["subject"] is None:
+            raise ValueError(f"path_or_bids: {path} is a folder but holds no BIDS subject "
+                             "(expected a BIDS root with sub-*/ folders)")
+        bp = mne_bids.BIDSPath(root=path, datatype="eeg", **ents)
+        matches = bp.match()
+        if not matches:
+            raise FileNotFoundError(f"path_or_bids: no EEG recording matches {bp} in {path}")
+        raw = mne_bids.read_raw_bids(matches[0], verbose=verbose)
+        sid = ents["subject"]
+        return raw, int(sid) if str(sid).isdigit() else 0
+    if not path.exists():
+        raise FileNotFoundError(f"path_or_bids: no file or folder at {path}")
+    try:
+        raw = mne.io.read_raw(path, preload=True, verbose=verbose)
+    except ValueError as err:
+        raise ValueError(f"path_or_bids: MNE cannot read {path.name} ({err})") from err
+    return raw, 0
+
+
+def load_eeg(
+    path_or_bids: str | os.PathLike,
+    window_s: float = 1.0,
+    overlap: float = 0.0,
+    event_id: dict[str, int] | None = None,
+    tmin: float | None = None,
+    tmax: float | None = None,
+    sfreq: float | None = None,
+    l_freq: float | None = None,
+    h_freq: float | None = None,
+    label_name: str = "event",
+    subject: str | None = None,
+    session: str | None = None,
+    task: str | None = None,
+    run: str | None = None,
+    return_event_id: bool = False,
+    verbose: bool | str | None = None,
+):
+    """Read an EEG file or BIDS folder into labelled windows or event epochs.
+
+    Parameters
+    ----------
+    path_or_bids : path-like
+        A file for :func:`mne.io.read_raw` (``.edf``, ``.bdf``, ``.vhdr``, ``.fif``, ``.set``,
+        ...) or a BIDS root folder (read with :func:`mne_bids.read_raw_bids`).
+    window_s, overlap : float
+        Window length (s) and the fraction shared by consecutive windows, in window mode.
+    event_id : dict of str -> int | None
+        Annotation descriptions to use as labels (default: every description not starting
+        with ``"BAD"`` or ``"EDGE"``). Class indices follow the sorted names.
+    tmin, tmax : float | None
+        Give both for event mode: epochs from ``tmin`` to ``tmax`` s around each event.
+    sfreq : float | None
+        Resample to this rate (Hz) after reading.
+    l_freq, h_freq : float | None
+        Band-pass (``raw.filter``) before cutting; ``None`` skips either edge.
+    label_name : str
+        Key of the labels in the returned dataset.
+    subject, session, task, run : str | None
+        BIDS entities; needed only when the dataset holds several.
+    return_event_id : bool
+        Also return the ``{description: class index}`` mapping.
+    verbose : bool | str | None
+        MNE verbosity.
+
+    Returns
+    -------
+    EEGDataset (and dict when ``return_event_id``)
+        X float32 (n_epochs, n_eeg_channels, n_times) in volts, ``subject`` from the BIDS
+        subject label (0 for a plain file), ``trial`` = annotation (event) index.
+    """
+    import mne
+
+    if (tmin is None) != (tmax is None):
+        raise ValueError(f"tmin, tmax: give both for event epochs or neither, got "
+                         f"tmin={tmin!r}, tmax={tmax!r}")
+    if tmin is not None and not tmax > tmin:
+        raise ValueError(f"tmax: expected > tmin={tmin}, got {tmax!r}")
+    if not window_s > 0:
+        raise ValueError(f"window_s: expected seconds > 0, got {window_s!r}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
+    raw, subj = _read_raw(path_or_bids, subject, session, task, run, verbose)
+    raw.load_data(verbose=verbose)
+    if not any(t == "eeg" for t in raw.get_channel_types()):
+        raise ValueError(f"path_or_bids: no EEG channel in {path_or_bids} "
+                         f"(types: {sorted(set(raw.get_channel_types()))})")
+    raw.pick("eeg")
+    if l_freq is not None or h_freq is not None:
+        raw.filter(l_freq, h_freq, verbose=verbose)
+    if sfreq is not None and sfreq != raw.info["sfreq"]:
+        raw.resample(sfreq, verbose=verbose)
+
+    ann = raw.annotations
+    descs = sorted({d for d in ann.description if not d.upper().startswith(("BAD", "EDGE"))})
+    if event_id is None:
+        names = descs
+    else:
+        unknown = [k for k in event_id if k not in set(ann.description)]
+        if unknown:
+            raise ValueError(f"event_id: {unknown} not among the annotations {descs}")
+        names = sorted(event_id)
+    if not names:
+        raise ValueError(f"path_or_bids: {path_or_bids} has no label annotations "
+                         "(expected annotations or events to use as labels)")
+    classes = {n: i for i, n in enumerate(names)}
+    fs = raw.info["sfreq"]
+    data = raw.get_data()
+    Xs, ys, trials = [], [], []
+    t0 = raw.first_samp / fs if ann.orig_time is not None else 0.0
+    if tmin is None:
+        n_win = int(round(window_s * fs))
+        step = max(1, int(round(n_win * (1 - overlap))))
+        for k, (onset, dur, desc) in enumerate(zip(ann.onset, ann.duration, ann.description)):
+            if desc not in classes:
+                continue
+            a = int(round((onset - t0) * fs))
+            b = min(int(round((onset - t0 + dur) * fs)), data.shape[1])
+            starts = np.arange(max(a, 0), b - n_win + 1, step)
+            for s in starts:
+                Xs.append(data[:, s:s + n_win])
+                ys.append(classes[desc])
+                trials.append(k)
+    else:
+        keep = [i for i, d in enumerate(ann.description) if d in classes]
+        events = np.array([[int(round((ann.onset[i] - t0) * fs)) + raw.first_samp, 0,
+                            classes[ann.description[i]] + 1] for i in keep], dtype=int)
+        epochs = mne.Epochs(raw, events, tmin=tmin, tmax=tmax, baseline=None, preload=True,
+                            event_repeated="drop", reject_by_annotation=False, verbose=verbose)
+        kept = np.asarray(keep)[epochs.selection]
+        Xs = list(epochs.get_data(copy=False))
+        ys = (epochs.events[:, 2] - 1).tolist()
+        trials = kept.tolist()
+    if not Xs:
+        raise ValueError(f"window_s: no window of {window_s} s fits inside a labelled "
+                         f"annotation of {path_or_bids}")
+    X = np.stack(Xs).astype(np.float32)
+    ds = EEGDataset(X=X, sfreq=fs, ch_names=list(raw.ch_names),
+                    labels={label_name: np.asarray(ys, dtype=np.int64)},
+                    subject=np.full(len(X), subj), trial=np.asarray(trials, dtype=np.int64))
+    return (ds, classes) if return_event_id else ds
