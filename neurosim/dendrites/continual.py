@@ -1,0 +1,476 @@
+"""Continual learning on permuted digits: do active dendrites curb catastrophic forgetting?
+
+The experiment of Iyer et al. (2022, "Avoiding Catastrophe", Front. Neurorobot.
+16:846219, section 4.2: permuted MNIST), scaled to scikit-learn's 8x8 digits so that it
+runs on a laptop CPU. Task ``t`` is the digits with a fixed random permutation of the 64
+pixels (task 0 is unpermuted); one 10-way head is shared by all tasks (domain-incremental
+learning); tasks are learned one after another, never revisited.
+
+Networks, all with the same hidden sizes:
+
+- ``"dendritic"``: active-dendrite layers (absolute-max gating by default) + k-WTA, with
+  a context vector per task (Numenta's ``DendriticMLP``);
+- ``"mlp"``: a plain ReLU MLP;
+- ``"mlp_kwta"``: the MLP with k-WTA instead of ReLU;
+- ``"mlp_kwta_context"``: the same with the context vector appended to the input (a control:
+  is it the dendrites, or just knowing the task?).
+
+Context vectors (``context=``):
+
+- ``"onehot"``: the task index, one-hot, given at training and at test time;
+- ``"prototype"``: the mean training input of the task (Numenta's "centroid" / prototype
+  method); at test time each sample's context is the nearest prototype (Euclidean), so
+  the task is *inferred*, not given.
+
+Metrics (``R[i, j]`` = test accuracy on task ``j`` after training on task ``i``):
+
+- average accuracy on the tasks seen so far after each task (the forgetting curve);
+- forgetting (Chaudhry et al. 2018): mean over ``j < T-1`` of ``max_i R[i, j] - R[T-1, j]``;
+- stability gap (De Lange et al. 2023, ICLR, "Continual evaluation for lifelong learning:
+  identifying the stability gap"): old tasks are evaluated every ``eval_every`` steps while
+  a new task is learned; the gap is the mean over new tasks ``t >= 1`` and old tasks
+  ``j < t`` of ``acc_j(before task t) - min_{steps of task t} acc_j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from neurosim.dendrites.layers import ActiveDendritesLayer, KWinners
+
+__all__ = [
+    "MODELS",
+    "ContinualResult",
+    "DendriticMLP",
+    "MLP",
+    "PermutedDigits",
+    "build_model",
+    "make_permuted_digits",
+    "run_continual",
+]
+
+MODELS = ("dendritic", "mlp", "mlp_kwta", "mlp_kwta_context")
+CONTEXTS = ("onehot", "prototype")
+
+
+@dataclass
+class PermutedDigits:
+    """Permuted 8x8 digits. Inputs scaled to [0, 1]; shared train/test split for all tasks.
+
+    Attributes
+    ----------
+    X_train, X_test : ndarray of float32, shape (n_samples, 64)
+        Unpermuted images; task ``t`` sees ``X[:, permutations[t]]``.
+    y_train, y_test : ndarray of int64, shape (n_samples,)
+    permutations : ndarray of int64, shape (n_tasks, 64)
+        Row 0 is the identity.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    permutations: np.ndarray
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.permutations)
+
+    def task(self, t: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and labels of task ``t`` for ``split`` in {"train", "test"}."""
+        X, y = (self.X_train, self.y_train) if split == "train" else (self.X_test, self.y_test)
+        return X[:, self.permutations[t]], y
+
+
+def make_permuted_digits(
+    n_tasks: int = 10, test_fraction: float = 0.2, random_state: int | None = 0
+) -> PermutedDigits:
+    """Load ``sklearn.datasets.load_digits`` (shipped with scikit-learn) and permute it.
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of tasks (``>= 1``); task 0 is unpermuted.
+    test_fraction : float
+        Held-out fraction, stratified by digit, in (0, 1).
+    random_state : int or None
+        Seed of the split and of the permutations.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
+        raise ValueError(f"n_tasks: expected a positive integer, got {n_tasks!r}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    rng = np.random.default_rng(random_state)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, test_size=test_fraction, stratify=y, random_state=int(rng.integers(2**31))
+    )
+    perms = np.stack([np.arange(64)] + [rng.permutation(64) for _ in range(n_tasks - 1)])
+    return PermutedDigits(
+        X_tr, y_tr.astype(np.int64), X_te, y_te.astype(np.int64), perms.astype(np.int64)
+    )
+
+
+class DendriticMLP(nn.Module):
+    """Active-dendrites network: (dendritic layer -> k-WTA) per hidden layer, linear head.
+
+    Numenta's ``DendriticMLP`` (Iyer et al. 2022, Fig. 3), here with ``kw=True``.
+
+    Parameters
+    ----------
+    input_size, output_size : int
+    hidden_sizes : sequence of int
+    n_segments : int
+        Segments per hidden unit (Numenta: one per task).
+    context_dim : int
+    kw_percent_on : float
+        Fraction of hidden units that win.
+    variant : {"bias", "sigmoid", "absolute_max"}
+    weight_sparsity, dendrite_sparsity : float
+        Fixed zero fractions of the feed-forward and segment weights.
+    generator : torch.Generator, optional
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden_sizes: Sequence[int],
+        n_segments: int,
+        context_dim: int,
+        kw_percent_on: float = 0.05,
+        variant: str = "absolute_max",
+        weight_sparsity: float = 0.0,
+        dendrite_sparsity: float = 0.0,
+        boost_strength: float = 0.0,
+        k_inference_factor: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.dendritic_layers = nn.ModuleList()
+        self.kwinners = nn.ModuleList()
+        sizes = [input_size, *hidden_sizes]
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            self.dendritic_layers.append(
+                ActiveDendritesLayer(
+                    fan_in, fan_out, n_segments, context_dim, variant,
+                    weight_sparsity, dendrite_sparsity, generator=generator,
+                )
+            )
+            self.kwinners.append(KWinners(fan_out, kw_percent_on, k_inference_factor,
+                                          boost_strength=boost_strength))
+        self.head = nn.Linear(sizes[-1], output_size)
+        _init_linear(self.head, generator)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        for layer, kw in zip(self.dendritic_layers, self.kwinners):
+            x = kw(layer(x, context))
+        return self.head(x)
+
+
+class MLP(nn.Module):
+    """A feed-forward network with ReLU or k-WTA hidden layers (the baselines).
+
+    ``context_input=True`` appends the context vector to the input.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden_sizes: Sequence[int],
+        kw_percent_on: float | None = None,
+        context_dim: int = 0,
+        context_input: bool = False,
+        boost_strength: float = 0.0,
+        k_inference_factor: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.context_input = context_input
+        sizes = [input_size + (context_dim if context_input else 0), *hidden_sizes]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            lin = nn.Linear(fan_in, fan_out)
+            _init_linear(lin, generator)
+            layers.append(lin)
+            layers.append(
+                nn.ReLU()
+                if kw_percent_on is None
+                else KWinners(fan_out, kw_percent_on, k_inference_factor,
+                              boost_strength=boost_strength)
+            )
+        self.hidden = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-1], output_size)
+        _init_linear(self.head, generator)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.context_input:
+            x = torch.cat([x, context], dim=1)
+        return self.head(self.hidden(x))
+
+
+def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    # torch's default Linear init (uniform +-1/sqrt(fan_in)), drawn from our generator
+    bound = 1.0 / np.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
+        layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
+
+
+def build_model(
+    name: str,
+    input_size: int,
+    output_size: int,
+    hidden_sizes: Sequence[int],
+    n_segments: int,
+    context_dim: int,
+    kw_percent_on: float = 0.05,
+    variant: str = "absolute_max",
+    boost_strength: float = 0.0,
+    k_inference_factor: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """One of :data:`MODELS`, all with the same hidden sizes.
+
+    k-WTA defaults (no boosting, the same k at inference) are those of Numenta's
+    ``DendriticMLP``.
+    """
+    kw = {"boost_strength": boost_strength, "k_inference_factor": k_inference_factor,
+          "generator": generator}
+    if name == "dendritic":
+        return DendriticMLP(input_size, output_size, hidden_sizes, n_segments, context_dim,
+                            kw_percent_on, variant, **kw)
+    if name == "mlp":
+        return MLP(input_size, output_size, hidden_sizes, generator=generator)
+    if name == "mlp_kwta":
+        return MLP(input_size, output_size, hidden_sizes, kw_percent_on, **kw)
+    if name == "mlp_kwta_context":
+        return MLP(input_size, output_size, hidden_sizes, kw_percent_on, context_dim, True, **kw)
+    raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+
+
+@dataclass
+class ContinualResult:
+    """What :func:`run_continual` measured for one network.
+
+    Attributes
+    ----------
+    model : str
+    accuracy_matrix : ndarray, shape (n_tasks, n_tasks)
+        ``R[i, j]``: test accuracy on task ``j`` after training on tasks ``0..i``.
+    trace_steps : ndarray of int, shape (n_evals,)
+        Global optimiser step of each continual evaluation.
+    trace_task : ndarray of int, shape (n_evals,)
+        Task being learned at that step.
+    trace_accuracy : ndarray, shape (n_evals, n_tasks)
+        Test accuracy on every task at that step (NaN for tasks not yet seen).
+    context_accuracy : float
+        Fraction of test samples whose context was inferred correctly (1 for one-hot).
+    n_parameters : int
+        Trainable parameters (masked weights included).
+    """
+
+    model: str
+    accuracy_matrix: np.ndarray
+    trace_steps: np.ndarray
+    trace_task: np.ndarray
+    trace_accuracy: np.ndarray
+    context_accuracy: float
+    n_parameters: int
+    metrics: dict = field(default_factory=dict)
+
+    def seen_accuracy(self) -> np.ndarray:
+        """Mean accuracy over tasks ``0..i`` after task ``i``, shape (n_tasks,)."""
+        R = self.accuracy_matrix
+        return np.array([R[i, : i + 1].mean() for i in range(len(R))])
+
+    def forgetting(self) -> float:
+        """Mean over ``j < T-1`` of ``max_i R[i, j] - R[T-1, j]`` (0 for one task)."""
+        R = self.accuracy_matrix
+        T = len(R)
+        if T < 2:
+            return 0.0
+        return float(np.mean([R[j:T - 1, j].max() - R[T - 1, j] for j in range(T - 1)]))
+
+    def stability_gap(self) -> float:
+        """Mean transient drop of old tasks while a new task is learned (De Lange 2023)."""
+        R, gaps = self.accuracy_matrix, []
+        for t in range(1, len(R)):
+            during = self.trace_accuracy[self.trace_task == t]
+            for j in range(t):
+                gaps.append(R[t - 1, j] - np.nanmin(during[:, j]))
+        return float(np.mean(gaps)) if gaps else 0.0
+
+
+def _contexts(data: PermutedDigits, kind: str) -> tuple[np.ndarray, Callable]:
+    """Per-task context vectors (n_tasks, dim) and a test-time context function."""
+    T = data.n_tasks
+    if kind == "onehot":
+        table = np.eye(T, dtype=np.float32)
+
+        def infer(X: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            return np.repeat(table[t : t + 1], len(X), axis=0), np.full(len(X), t)
+
+        return table, infer
+    if kind == "prototype":
+        table = np.stack([data.task(t)[0].mean(axis=0) for t in range(T)]).astype(np.float32)
+
+        def infer(X: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+            d2 = ((X[:, None, :] - table[None]) ** 2).sum(-1)
+            guess = d2.argmin(axis=1)
+            return table[guess], guess
+
+        return table, infer
+    raise ValueError(f"context: expected one of {CONTEXTS}, got {kind!r}")
+
+
+def run_continual(
+    data: PermutedDigits,
+    model: str = "dendritic",
+    hidden_sizes: Sequence[int] = (256, 256),
+    n_segments: int | None = None,
+    kw_percent_on: float = 0.05,
+    variant: str = "absolute_max",
+    context: str = "prototype",
+    epochs_per_task: int = 3,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    eval_every: int = 5,
+    boost_strength: float = 0.0,
+    k_inference_factor: float = 1.0,
+    random_state: int = 0,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> ContinualResult:
+    """Train one network on the tasks of ``data`` in sequence and evaluate it continually.
+
+    Adam (one optimiser for the whole sequence), cross-entropy on the shared 10-way head;
+    k-WTA boost strength decays by 0.9 per epoch (Numenta's schedule).
+
+    Parameters
+    ----------
+    data : PermutedDigits
+    model : {"dendritic", "mlp", "mlp_kwta", "mlp_kwta_context"}
+    hidden_sizes : sequence of int
+        The same for every model.
+    n_segments : int, optional
+        Segments per unit; defaults to the number of tasks (as Numenta does).
+    kw_percent_on : float
+        Fraction of k-WTA winners.
+    variant : {"bias", "sigmoid", "absolute_max"}
+        Dendritic modulation.
+    context : {"onehot", "prototype"}
+        See the module docstring.
+    epochs_per_task, batch_size : int
+    lr : float
+        Adam learning rate.
+    eval_every : int
+        Optimiser steps between continual evaluations (for the stability gap).
+    boost_strength, k_inference_factor : float
+        k-WTA settings (see :class:`~neurosim.dendrites.layers.KWinners`); the defaults
+        (0 and 1) are those of Numenta's ``DendriticMLP``.
+    random_state : int
+        Seeds initial weights, masks and batch order.
+    progress : callable, optional
+        Wraps the task loop (e.g. ``run.progress``).
+
+    Returns
+    -------
+    ContinualResult
+    """
+    if model not in MODELS:
+        raise ValueError(f"model: expected one of {MODELS}, got {model!r}")
+    if context not in CONTEXTS:
+        raise ValueError(f"context: expected one of {CONTEXTS}, got {context!r}")
+    for name, value in [("epochs_per_task", epochs_per_task), ("batch_size", batch_size),
+                        ("eval_every", eval_every)]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    T = data.n_tasks
+    gen = torch.Generator().manual_seed(int(random_state))
+    table, infer = _contexts(data, context)
+    net = build_model(
+        model, 64, 10, list(hidden_sizes), n_segments or T, table.shape[1], kw_percent_on,
+        variant, boost_strength, k_inference_factor, generator=gen,
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+
+    # test sets and their (possibly inferred) contexts, fixed once
+    tests, hits = [], 0
+    for t in range(T):
+        X, y = data.task(t, "test")
+        ctx, guess = infer(X, t)
+        hits += int((guess == t).sum())
+        tests.append((torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(ctx)))
+    context_accuracy = hits / sum(len(y) for _, y, _ in tests)
+
+    @torch.no_grad()
+    def evaluate(upto: int) -> np.ndarray:
+        net.eval()
+        acc = np.full(T, np.nan)
+        for j in range(upto + 1):
+            X, y, ctx = tests[j]
+            acc[j] = (net(X, ctx).argmax(1) == y).float().mean().item()
+        net.train()
+        return acc
+
+    R = np.zeros((T, T))
+    steps, tasks, trace = [], [], []
+    step = 0
+    task_iter = range(T) if progress is None else progress(range(T))
+    net.train()
+    for t in task_iter:
+        X, y = data.task(t, "train")
+        X, y = torch.from_numpy(X), torch.from_numpy(y)
+        ctx = torch.from_numpy(table[t]).expand(len(X), -1)
+        for _ in range(epochs_per_task):
+            order = torch.randperm(len(X), generator=gen)
+            for start in range(0, len(X), batch_size):
+                idx = order[start : start + batch_size]
+                opt.zero_grad()
+                loss = loss_fn(net(X[idx], ctx[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                step += 1
+                if t > 0 and step % eval_every == 0:
+                    steps.append(step)
+                    tasks.append(t)
+                    trace.append(evaluate(t - 1))
+            for m in net.modules():
+                if isinstance(m, KWinners):
+                    m.update_boost_strength()
+        R[t] = np.nan_to_num(evaluate(t), nan=0.0)
+        R[t, t + 1 :] = np.nan
+        steps.append(step)
+        tasks.append(t)
+        trace.append(evaluate(t))
+    R = np.where(np.isnan(R), 0.0, R)
+    trace_acc = np.array(trace) if trace else np.zeros((0, T))
+    result = ContinualResult(
+        model=model,
+        accuracy_matrix=R,
+        trace_steps=np.array(steps),
+        trace_task=np.array(tasks),
+        trace_accuracy=trace_acc,
+        context_accuracy=float(context_accuracy),
+        n_parameters=sum(p.numel() for p in net.parameters()),
+    )
+    seen = result.seen_accuracy()
+    result.metrics = {
+        "final_accuracy_all_tasks": float(seen[-1]),
+        "forgetting": result.forgetting(),
+        "stability_gap": result.stability_gap(),
+        "context_accuracy": result.context_accuracy,
+        "n_parameters": result.n_parameters,
+    }
+    return result

@@ -1,0 +1,453 @@
+"""The mathematics of sparse distributed representations (SDRs) and dendritic segments.
+
+Closed forms after Ahmad & Hawkins (2016), "How do neurons operate on sparse distributed
+representations? A mathematical theory of sparsity, neurons and active dendrites"
+(arXiv:1601.00720), with the conventions of Numenta's code that produced the paper's
+numbers (``numenta/htmresearch: projects/sdr_paper``):
+
+- a population of ``n`` cells of which ``a`` are active at once (an SDR);
+- a dendritic segment with ``s`` synapses onto the population;
+- the segment fires an NMDA spike when at least ``theta`` of its synapses see active cells.
+
+Every closed form is computed exactly with Python integers (``math.comb``), so it stays
+right at ``n = 100,000`` where ``scipy.special.comb(..., exact=False)`` overflows; the result
+is a correctly-rounded float (which underflows to ``0.0`` below ~1e-308: use the ``log_``
+variant for such tiny values). Monte Carlo simulators draw explicit random SDRs and
+segments and count threshold crossings, so they check the combinatorics independently.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "MonteCarloEstimate",
+    "expected_union_size",
+    "false_match_probability",
+    "false_negative_probability",
+    "log_false_match_probability",
+    "log_false_negative_probability",
+    "number_of_sdrs",
+    "optimal_threshold",
+    "simulate_false_match",
+    "simulate_false_negative",
+    "simulate_union_false_match",
+    "union_false_match_probability",
+    "union_size_distribution",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------
+def _check_int(name: str, value, low: int = 0, high: int | None = None, high_name: str = ""):
+    """Return ``value`` as int after checking it is an integer in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value}")
+    if high is not None and value > high:
+        bound = f"{high_name} = {high}" if high_name else str(high)
+        raise ValueError(f"{name}: expected an integer <= {bound}, got {value}")
+    return value
+
+
+def _check_segment(n, a, s, theta) -> tuple[int, int, int, int]:
+    n = _check_int("n", n, low=1)
+    a = _check_int("a", a, low=0, high=n, high_name="n")
+    s = _check_int("s", s, low=0, high=n, high_name="n")
+    theta = _check_int("theta", theta, low=0, high=s, high_name="s")
+    return n, a, s, theta
+
+
+def _log_ratio(num: int, den: int) -> float:
+    """``log(num / den)`` for (possibly huge) positive Python integers; ``-inf`` if num == 0."""
+    if num == 0:
+        return -math.inf
+    return math.log(num) - math.log(den)
+
+
+# ---------------------------------------------------------------------------------------
+# closed forms
+# ---------------------------------------------------------------------------------------
+def number_of_sdrs(n: int, a: int) -> int:
+    """The number of distinct SDRs with ``a`` of ``n`` cells active, ``C(n, a)`` (exact int)."""
+    n = _check_int("n", n, low=1)
+    a = _check_int("a", a, low=0, high=n, high_name="n")
+    return math.comb(n, a)
+
+
+def _false_match_counts(n: int, a: int, s: int, theta: int) -> tuple[int, int]:
+    # b runs only where both binomials are non-zero: b <= a and a - b <= n - s.
+    lo, hi = max(theta, a - (n - s)), min(s, a)
+    num = sum(math.comb(s, b) * math.comb(n - s, a - b) for b in range(lo, hi + 1))
+    return num, math.comb(n, a)
+
+
+def false_match_probability(n: int, a: int, s: int, theta: int) -> float:
+    """Probability that a segment matches a random SDR by chance (a false positive).
+
+    Ahmad & Hawkins (2016), eq. 4 (``P_fm``)::
+
+        P(overlap >= theta) = sum_{b=theta}^{s} C(s, b) C(n - s, a - b) / C(n, a)
+
+    i.e. the upper tail of a hypergeometric distribution, computed exactly with integers.
+
+    Parameters
+    ----------
+    n : int
+        Number of cells in the population (``n >= 1``).
+    a : int
+        Number of active cells in the random SDR (``0 <= a <= n``).
+    s : int
+        Number of synapses on the segment (``0 <= s <= n``).
+    theta : int
+        NMDA-spike threshold: active synapses needed (``0 <= theta <= s``).
+
+    Returns
+    -------
+    float
+        The probability, correctly rounded; ``0.0`` if it is below the smallest float
+        (see :func:`log_false_match_probability`).
+
+    Raises
+    ------
+    ValueError
+        If an argument is not an integer or out of range (``a > n``, ``s > n``,
+        ``theta > s``, negative sizes).
+    """
+    n, a, s, theta = _check_segment(n, a, s, theta)
+    num, den = _false_match_counts(n, a, s, theta)
+    return num / den  # int / int is correctly rounded in Python, however large
+
+
+def log_false_match_probability(n: int, a: int, s: int, theta: int) -> float:
+    """Natural log of :func:`false_match_probability`, exact for values far below 1e-308."""
+    n, a, s, theta = _check_segment(n, a, s, theta)
+    return _log_ratio(*_false_match_counts(n, a, s, theta))
+
+
+def _check_noise(a, s, theta, v) -> tuple[int, int, int, int]:
+    a = _check_int("a", a, low=1)
+    s = _check_int("s", s, low=0, high=a, high_name="a")
+    theta = _check_int("theta", theta, low=0, high=s, high_name="s")
+    v = _check_int("v", v, low=0, high=a, high_name="a")
+    return a, s, theta, v
+
+
+def _false_negative_counts(a: int, s: int, theta: int, v: int) -> tuple[int, int]:
+    # b = number of the segment's synapses among the v removed cells; the segment fails
+    # when s - b < theta, i.e. b >= s - theta + 1.
+    lo, hi = max(s - theta + 1, v - (a - s), 0), min(s, v)
+    num = sum(math.comb(s, b) * math.comb(a - s, v - b) for b in range(lo, hi + 1))
+    return num, math.comb(a, v)
+
+
+def false_negative_probability(a: int, s: int, theta: int, v: int) -> float:
+    """Probability that a segment misses its own pattern when ``v`` active cells are noise.
+
+    A segment subsamples ``s`` of the ``a`` active cells of a stored SDR; then ``v`` of the
+    ``a`` active cells are replaced by random other cells. The segment fails when fewer
+    than ``theta`` of its synapses remain active. Ahmad & Hawkins (2016), eq. 6 (``P_fn``)::
+
+        P_fn = sum_{b = s - theta + 1}^{s} C(s, b) C(a - s, v - b) / C(a, v)
+
+    It does not depend on ``n``.
+
+    Parameters
+    ----------
+    a : int
+        Active cells in the stored pattern (``a >= 1``).
+    s : int
+        Synapses on the segment, all onto active cells of the pattern (``0 <= s <= a``).
+    theta : int
+        NMDA threshold (``0 <= theta <= s``).
+    v : int
+        Active cells replaced by noise (``0 <= v <= a``).
+
+    Returns
+    -------
+    float
+        The probability (``0.0`` if below the smallest float).
+    """
+    a, s, theta, v = _check_noise(a, s, theta, v)
+    num, den = _false_negative_counts(a, s, theta, v)
+    return num / den
+
+
+def log_false_negative_probability(a: int, s: int, theta: int, v: int) -> float:
+    """Natural log of :func:`false_negative_probability`."""
+    a, s, theta, v = _check_noise(a, s, theta, v)
+    return _log_ratio(*_false_negative_counts(a, s, theta, v))
+
+
+def expected_union_size(n: int, s: int, m: int) -> float:
+    """Expected number of distinct synapses after storing ``m`` random ``s``-subsets.
+
+    Ahmad & Hawkins (2016), union property: a bit stays off with probability
+    ``p0 = (1 - s/n)^m``, so ``E|X| = n (1 - p0)``.
+    """
+    n = _check_int("n", n, low=1)
+    s = _check_int("s", s, low=0, high=n, high_name="n")
+    m = _check_int("m", m, low=0)
+    return n * (1.0 - (1.0 - s / n) ** m)
+
+
+def union_size_distribution(n: int, s: int, m: int) -> np.ndarray:
+    """Exact distribution of the size of the union of ``m`` random ``s``-subsets of ``n``.
+
+    A Markov chain over the union size ``u``: adding an independent random ``s``-subset
+    grows it by ``j`` new cells with hypergeometric probability
+    ``C(n - u, j) C(u, s - j) / C(n, s)``.
+
+    Returns
+    -------
+    ndarray of float, shape (min(n, m * s) + 1,)
+        ``p[u] = P(|union| = u)``.
+    """
+    n = _check_int("n", n, low=1)
+    s = _check_int("s", s, low=0, high=n, high_name="n")
+    m = _check_int("m", m, low=1)
+    u_max = min(n, m * s)
+    p = np.zeros(u_max + 1)
+    p[s] = 1.0
+    for _ in range(m - 1):
+        nxt = np.zeros_like(p)
+        for u in np.flatnonzero(p > 0):
+            j = np.arange(0, min(s, n - u) + 1)
+            # overlap with the current union: s - j cells drawn from the u "old" cells
+            w = stats.hypergeom.pmf(s - j, n, u, s)
+            top = min(u + j[-1], u_max)
+            nxt[u : top + 1] += p[u] * w[: top - u + 1]
+        p = nxt / nxt.sum()
+    return p
+
+
+def union_false_match_probability(
+    n: int, a: int, s: int, theta: int, m: int, method: str = "expected"
+) -> float:
+    """False-match probability of a segment that stores the union of ``m`` patterns.
+
+    Ahmad & Hawkins (2016), section "Union property": each of ``m`` patterns contributes
+    ``s`` synapses to one segment; a random SDR falsely matches when ``theta`` of the
+    union's synapses are active.
+
+    Parameters
+    ----------
+    n, a, s, theta : int
+        As in :func:`false_match_probability` (``s`` is synapses per stored pattern).
+    m : int
+        Number of stored patterns (``m >= 1``).
+    method : {"expected", "exact"}
+        ``"expected"`` (the paper's and Numenta's formula): ``P_fm`` with ``s`` replaced by
+        ``round(n (1 - (1 - s/n)^m))``. ``"exact"``: average of ``P_fm(n, a, u, theta)``
+        over the exact distribution of the union size ``u``
+        (:func:`union_size_distribution`).
+
+    Returns
+    -------
+    float
+    """
+    n, a, s, theta = _check_segment(n, a, s, theta)
+    m = _check_int("m", m, low=1)
+    if method == "expected":
+        size = min(n, round(expected_union_size(n, s, m)))
+        return false_match_probability(n, a, size, min(theta, size)) if theta <= size else 0.0
+    if method == "exact":
+        p = union_size_distribution(n, s, m)
+        u = np.flatnonzero(p > 0)
+        u = u[u >= theta]
+        return float(np.sum(p[u] * stats.hypergeom.sf(theta - 1, n, u, a)))
+    raise ValueError(f"method: expected 'expected' or 'exact', got {method!r}")
+
+
+def optimal_threshold(
+    n: int, a: int, s: int, v: int, fp_weight: float = 1.0
+) -> tuple[int, float, float]:
+    """The NMDA threshold that minimises false positives plus false negatives.
+
+    Ahmad & Hawkins (2016), section "Robustness to noise": a low threshold tolerates
+    noise but matches random patterns; a high one is selective but brittle. The theta
+    minimising ``fp_weight * P_fm(n, a, s, theta) + P_fn(a, s, theta, v)`` is the paper's
+    prediction for the NMDA-spike threshold (8-20 coincident synapses for s ~ 20-40).
+
+    Parameters
+    ----------
+    n, a, s : int
+        Population size, active cells, synapses per segment (``s <= a <= n``).
+    v : int
+        Active cells replaced by noise (``0 <= v <= a``).
+    fp_weight : float
+        Relative cost of a false positive (``> 0``).
+
+    Returns
+    -------
+    theta : int
+        The best threshold (the smallest one on ties).
+    p_false_match, p_false_negative : float
+        The two error probabilities at that threshold.
+    """
+    n, a, s, _ = _check_segment(n, a, s, 0)
+    a, s, _, v = _check_noise(a, s, 0, v)
+    if not (isinstance(fp_weight, numbers.Real) and fp_weight > 0):
+        raise ValueError(f"fp_weight: expected a positive number, got {fp_weight!r}")
+    best = None
+    for theta in range(1, s + 1):
+        fp = false_match_probability(n, a, s, theta)
+        fn = false_negative_probability(a, s, theta, v)
+        cost = fp_weight * fp + fn
+        if best is None or cost < best[0]:
+            best = (cost, theta, fp, fn)
+    _, theta, fp, fn = best
+    return theta, fp, fn
+
+
+# ---------------------------------------------------------------------------------------
+# Monte Carlo
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MonteCarloEstimate:
+    """A Monte Carlo probability with its exact (Clopper-Pearson) 95% interval."""
+
+    probability: float
+    n_hits: int
+    n_trials: int
+    ci_low: float
+    ci_high: float
+
+    def contains(self, p: float) -> bool:
+        """Whether ``p`` lies in the confidence interval."""
+        return self.ci_low <= p <= self.ci_high
+
+
+def _estimate(hits: int, trials: int, confidence: float = 0.95) -> MonteCarloEstimate:
+    ci = stats.binomtest(hits, trials).proportion_ci(confidence_level=confidence)
+    return MonteCarloEstimate(hits / trials, hits, trials, float(ci.low), float(ci.high))
+
+
+def _random_subsets(rng: np.random.Generator, batch: int, n: int, k: int) -> np.ndarray:
+    """``batch`` independent uniform random ``k``-subsets of ``range(n)``, shape (batch, k)."""
+    if k == 0:
+        return np.zeros((batch, 0), dtype=np.int64)
+    keys = rng.random((batch, n), dtype=np.float32)
+    return np.argpartition(keys, k - 1, axis=1)[:, :k]
+
+
+def _batches(n_trials: int, batch_size: int):
+    done = 0
+    while done < n_trials:
+        b = min(batch_size, n_trials - done)
+        yield b
+        done += b
+
+
+def _check_trials(n_trials, batch_size):
+    _check_int("n_trials", n_trials, low=1)
+    _check_int("batch_size", batch_size, low=1)
+
+
+def simulate_false_match(
+    n: int,
+    a: int,
+    s: int,
+    theta: int,
+    n_trials: int = 10_000,
+    random_state: int | np.random.Generator | None = None,
+    batch_size: int = 1024,
+) -> MonteCarloEstimate:
+    """Monte Carlo estimate of :func:`false_match_probability`.
+
+    Each trial draws a random segment (``s`` distinct cells) and a random SDR (``a``
+    distinct active cells) as explicit index sets and tests ``|overlap| >= theta``.
+    Memory and time scale as ``batch_size * n`` per batch.
+    """
+    n, a, s, theta = _check_segment(n, a, s, theta)
+    _check_trials(n_trials, batch_size)
+    rng = np.random.default_rng(random_state)
+    hits = 0
+    for b in _batches(n_trials, batch_size):
+        segment = np.zeros((b, n), dtype=bool)
+        np.put_along_axis(segment, _random_subsets(rng, b, n, s), True, axis=1)
+        active = _random_subsets(rng, b, n, a)
+        overlap = np.take_along_axis(segment, active, axis=1).sum(axis=1)
+        hits += int(np.count_nonzero(overlap >= theta))
+    return _estimate(hits, n_trials)
+
+
+def simulate_union_false_match(
+    n: int,
+    a: int,
+    s: int,
+    theta: int,
+    m: int,
+    n_trials: int = 10_000,
+    random_state: int | np.random.Generator | None = None,
+    batch_size: int = 1024,
+) -> MonteCarloEstimate:
+    """Monte Carlo estimate of :func:`union_false_match_probability` (``method="exact"``).
+
+    Each trial stores ``m`` random ``s``-subsets on one segment (their union) and tests a
+    random ``a``-of-``n`` SDR against ``theta``.
+    """
+    n, a, s, theta = _check_segment(n, a, s, theta)
+    m = _check_int("m", m, low=1)
+    _check_trials(n_trials, batch_size)
+    rng = np.random.default_rng(random_state)
+    hits = 0
+    for b in _batches(n_trials, batch_size):
+        segment = np.zeros((b, n), dtype=bool)
+        for _ in range(m):
+            np.put_along_axis(segment, _random_subsets(rng, b, n, s), True, axis=1)
+        active = _random_subsets(rng, b, n, a)
+        overlap = np.take_along_axis(segment, active, axis=1).sum(axis=1)
+        hits += int(np.count_nonzero(overlap >= theta))
+    return _estimate(hits, n_trials)
+
+
+def simulate_false_negative(
+    a: int,
+    s: int,
+    theta: int,
+    v: int,
+    n: int | None = None,
+    n_trials: int = 10_000,
+    random_state: int | np.random.Generator | None = None,
+    batch_size: int = 1024,
+) -> MonteCarloEstimate:
+    """Monte Carlo estimate of :func:`false_negative_probability`.
+
+    Each trial stores a random ``a``-of-``n`` pattern, grows a segment onto ``s`` random
+    active cells, then moves ``v`` random active cells to random inactive cells and tests
+    whether ``theta`` of the segment's synapses are still active. ``n`` defaults to
+    ``4 a``; the answer does not depend on it (the closed form has no ``n``).
+    """
+    a, s, theta, v = _check_noise(a, s, theta, v)
+    n = 4 * a if n is None else _check_int("n", n, low=a + v)
+    _check_trials(n_trials, batch_size)
+    rng = np.random.default_rng(random_state)
+    hits = 0
+    rows = None
+    for b in _batches(n_trials, batch_size):
+        rows = np.arange(b)[:, None]
+        pattern = np.zeros((b, n), dtype=bool)
+        active = _random_subsets(rng, b, n, a)
+        pattern[rows, active] = True
+        synapses = np.take_along_axis(active, _random_subsets(rng, b, a, s), axis=1)
+        # noise: switch off v active cells, switch on v cells that were inactive
+        removed = np.take_along_axis(active, _random_subsets(rng, b, a, v), axis=1)
+        inactive = np.argsort(pattern, axis=1, kind="stable")[:, : n - a]
+        added = np.take_along_axis(inactive, _random_subsets(rng, b, n - a, v), axis=1)
+        pattern[rows, removed] = False
+        pattern[rows, added] = True
+        overlap = np.take_along_axis(pattern, synapses, axis=1).sum(axis=1)
+        hits += int(np.count_nonzero(overlap < theta))
+    return _estimate(hits, n_trials)
