@@ -413,8 +413,10 @@ class _SessionReader:
     def _dset(self, f):
         return _betas_dataset(f, self.path)
 
-    def _finish(self, block: np.ndarray, t0: int, cols: np.ndarray | None = None) -> np.ndarray:
-        """int16 (or float) block (b, n_cols) of psc*300 -> float32 psc, checked finite."""
+    def _store(
+        self, out: np.ndarray, block: np.ndarray, t0: int, cols: np.ndarray | None = None
+    ) -> None:
+        """Write a block (b, n_cols) of psc*300 into ``out[t0:t0+b, cols]`` as float32 psc."""
         if block.dtype.kind == "f" and not np.isfinite(block).all():
             t, c = np.argwhere(~np.isfinite(block))[0]
             x, y, z = (int(a[c if cols is None else cols[c]]) for a in self.xyz)
@@ -422,8 +424,16 @@ class _SessionReader:
                 f"{self.path}: field 'betas' holds NaN or inf (trial {t0 + int(t)}, voxel "
                 f"({x}, {y}, {z}) in X, Y, Z); expected finite betas"
             )
-        # float64 division then float32: the value of k/300 a quantising simulation stores
-        return (block.astype(np.float64) / BETA_SCALE).astype(np.float32)
+        # float64 division then float32 (the value a simulation quantised to k/300 stores),
+        # a few rows at a time so the float64 copy stays small
+        step = max(1, 2**21 // max(1, block.shape[1]))
+        for a in range(0, block.shape[0], step):
+            vals = (block[a : a + step].astype(np.float64) / BETA_SCALE).astype(np.float32)
+            rows = slice(t0 + a, t0 + a + vals.shape[0])
+            if cols is None:
+                out[rows] = vals
+            else:
+                out[rows, cols] = vals
 
     def read(self, out: np.ndarray) -> None:
         """Fill ``out`` (n_trials, n_voxels) float32 with percent signal change."""
@@ -445,7 +455,7 @@ class _SessionReader:
                     for t0 in range(0, n_trials, step):
                         box = dset[t0 : t0 + step, z0:z1, y0:y1, x0:x1]
                         block = box[:, zs - z0, ys - y0, xs - x0]
-                        out[t0 : t0 + step] = self._finish(block, t0)
+                        self._store(out, block, t0)
                 else:
                     # NSD chunks [1 1 1 750]: each chunk is one voxel's time series, so read
                     # all trials of a slab of Z planes at a time (each chunk read once)
@@ -460,7 +470,7 @@ class _SessionReader:
                             continue
                         box = dset[:, za:zb, y0:y1, x0:x1]
                         block = box[:, zs[cols] - za, ys[cols] - y0, xs[cols] - x0]
-                        out[:, cols] = self._finish(block, 0, cols)
+                        self._store(out, block, 0, cols)
             return
         # NIfTI: X x Y x Z x trials, Fortran order on disk, so a trial block is contiguous;
         # keep_file_open makes successive gzip reads continue where the last one stopped
@@ -470,7 +480,7 @@ class _SessionReader:
         for t0 in range(0, n_trials, step):
             box = np.asanyarray(proxy[x0:x1, y0:y1, z0:z1, t0 : t0 + step])
             block = box[xs - x0, ys - y0, zs - z0, :].T
-            out[t0 : t0 + step] = self._finish(block, t0)
+            self._store(out, block, t0)
 
 
 def _read_images(
