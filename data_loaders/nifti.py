@@ -189,6 +189,11 @@ def load_nifti_betas(
     FileNotFoundError
         A path that does not exist.
 
+    Notes
+    -----
+    nilearn's maskers replace NaN by 0; float images are therefore scanned for NaN inside
+    the mask first, a block of volumes at a time, which reads them once more.
+
     See Also
     --------
     nilearn.maskers.NiftiMasker : the masking used here.
