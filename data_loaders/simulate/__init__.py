@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "mni_grid": "fmri",
     "save_truth": "fmri",
     "load_truth": "fmri",
+    "write_simulation": "fmri",
+    "is_complete": "fmri",
+    "DEFAULT_PARAMS": "fmri",
     # simulated EEG
     "simulate_dreamer": "eeg",
     "default_dreamer": "eeg",

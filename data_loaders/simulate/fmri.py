@@ -75,6 +75,8 @@ __all__ = [
     "save_truth",
     "load_truth",
     "DEFAULT_PARAMS",
+    "write_simulation",
+    "is_complete",
 ]
 
 ROI_NAMES: tuple[str, ...] = ("V1", "V2", "V3", "hV4", "higher", "MTL")
@@ -559,20 +561,26 @@ def _early_tuning(
     x, y, z = xyz.T
     side = -np.sign(x + 1e-9)  # contralateral visual field
     dz = z - (_CALC_Z0 + _CALC_SLOPE * (y - _POLE_Y))  # above (>0) or below the calcarine
-    ecc = np.clip((y - _POLE_Y) / _ECC_SPAN_MM, 0.02, 1.0) ** 1.2
-    ecc = np.clip(ecc * rng.lognormal(0.0, 0.15, n), 0.02, 1.1)
+    # eccentricity (image half-widths) grows anteriorly from the pole, saturating
+    e0 = np.clip((y - _POLE_Y) / _ECC_SPAN_MM, 0.0, None)
+    ecc = (0.03 + 1.05 * np.tanh(1.3 * e0)) * rng.lognormal(0.0, 0.15, n)
     angle = np.empty(n)  # polar angle, +pi/2 upper vertical meridian, -pi/2 lower
     is1 = rois == "V1"
     angle[is1] = np.pi / 2 * np.tanh(-dz[is1] / 5.0)
-    for name, width in (("V2", 10.0), ("V3", 12.0)):
+    for name, width in (("V2", 6.0), ("V3", 8.0)):
         sel = rois == name
-        frac = np.clip((np.abs(dz[sel]) - 3.0) / width, 0.0, 1.0)
+        # across the area, away from V1: V2 from the vertical to the horizontal meridian,
+        # V3 back again (the mirror reversals of Sereno et al. 1995)
+        frac = 1.0 - np.exp(-np.clip(np.abs(dz[sel]) - 3.0, 0.0, None) / width)
         mag = np.pi / 2 * (1.0 - frac) if name == "V2" else np.pi / 2 * frac
         angle[sel] = -np.sign(dz[sel]) * mag  # ventral -> upper field
     sel = rois == "hV4"
     angle[sel] = rng.uniform(-np.pi / 2, np.pi / 2, sel.sum())  # full hemifield
-    # scatter, staying in the contralateral hemifield (pRFs rarely cross the meridian)
-    angle = np.clip(angle + rng.normal(0.0, 0.15, n), -0.48 * np.pi, 0.48 * np.pi)
+    # scatter, reflected at +-0.48 pi: centres stay in the contralateral hemifield
+    lim = 0.48 * np.pi
+    angle = angle + rng.normal(0.0, 0.15, n)
+    angle = np.where(angle > lim, 2 * lim - angle, angle)
+    angle = np.where(angle < -lim, -2 * lim - angle, angle)
     prf_x = 0.5 + 0.5 * side * ecc * np.cos(angle)
     prf_y = 0.5 - 0.5 * ecc * np.sin(angle)
     size = np.array([_PRF_SIZE[r][0] + _PRF_SIZE[r][1] * e for r, e in zip(rois, ecc)])
@@ -886,7 +894,8 @@ def _bar(steps: list[str], show: bool, desc: str):
 DEFAULT_NAME = "simulated_nsd_v1"
 DEFAULT_PARAMS: dict[str, Any] = dict(
     n_subjects=4, n_sessions=2, trials_per_session=750, n_shared=100, n_subject_images=1100,
-    image_size=64, voxels=(1500, 4000), snr=1.0, random_state=0,
+    image_size=64, voxels=(1500, 4000), snr=1.0, noise_correlation=0.3, voxel_size_mm=4.0,
+    random_state=0,
 )  # fmt: skip
 _COMPLETE = "SIMULATION.json"
 
@@ -930,17 +939,99 @@ def load_truth(root: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def _folder_name(params: dict[str, Any]) -> str:
+    """``simulated_nsd_v1`` for the default, else a name keyed by a hash of the params."""
+    import hashlib
+
+    def key(p: dict[str, Any]) -> str:  # tuples and lists alike, as a config gives them
+        return json.dumps({k: p[k] for k in sorted(p)}, sort_keys=True, default=str)
+
+    if key(params) == key(DEFAULT_PARAMS):
+        return DEFAULT_NAME
+    return f"{DEFAULT_NAME}_{hashlib.sha1(key(params).encode()).hexdigest()[:10]}"
+
+
+def is_complete(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a finished simulated NSD (its ``SIMULATION.json`` exists)."""
+    return (Path(root) / _COMPLETE).is_file()
+
+
+def write_simulation(
+    root: str | os.PathLike,
+    sim: SimulatedNSD | None = None,
+    betas_format: str = "nii.gz",
+    verbose: bool | None = None,
+    **params: Any,
+) -> tuple[Path, SimulatedNSD]:
+    """Simulate (unless ``sim`` is given) and write a complete simulated NSD root, atomically.
+
+    Everything goes into a temporary sibling folder that is renamed onto ``root`` at the
+    end: NSD layout (:func:`data_loaders.nsd.write_nsd_layout`), ground truth
+    (:func:`save_truth`) and ``SIMULATION.json`` (the parameters and the time it took).
+    An existing complete ``root`` is kept if another process finished first.
+
+    Parameters
+    ----------
+    root : path-like
+        Destination folder (must not hold a complete simulation already).
+    sim : SimulatedNSD, optional
+        An existing simulation; otherwise ``simulate_nsd(**params)``.
+    betas_format : {"nii.gz", "hdf5"}
+        Passed to ``write_nsd_layout``.
+    verbose : bool | None
+        Progress bars.
+    **params
+        Arguments of :func:`simulate_nsd`.
+
+    Returns
+    -------
+    root : Path
+    sim : SimulatedNSD
+    """
+    from ..nsd import write_nsd_layout
+
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        if sim is None:
+            sim = simulate_nsd(**params, verbose=verbose)
+        t1 = time.perf_counter()
+        write_nsd_layout(tmp, sim, betas_format=betas_format, verbose=verbose)
+        save_truth(tmp, sim)
+        info = {
+            "name": root.name,
+            "params": sim.params,
+            "seconds_to_simulate": round(t1 - t0, 2),
+            "seconds_to_write": round(time.perf_counter() - t1, 2),
+        }
+        (tmp / _COMPLETE).write_text(json.dumps(info, indent=2, default=str))
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not is_complete(root):  # not a concurrent writer's success
+                if not root.exists():
+                    raise
+                shutil.rmtree(root)  # a stale, incomplete copy: replace it
+                os.rename(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root, sim
+
+
 def default_nsd(
-    data_home: str | os.PathLike | None = None, verbose: bool | None = None
+    data_home: str | os.PathLike | None = None, verbose: bool | None = None, **params: Any
 ) -> Path:
     """The embedded default dataset: a simulated NSD root, made once and then reused.
 
     On first use, simulates :data:`DEFAULT_PARAMS` (4 subjects x 2 sessions of 750 trials,
     1,500-4,000 voxels each) and writes it in the real NSD layout with
     :func:`data_loaders.nsd.write_nsd_layout`, plus the ground truth (:func:`save_truth`),
-    into ``<data_home>/simulated_nsd_v1``. Writing goes to a temporary folder renamed at
-    the end, so an interrupted run leaves nothing half-written and concurrent callers
-    agree on one copy.
+    into ``<data_home>/simulated_nsd_v1`` (:func:`write_simulation`: a temporary folder
+    renamed at the end, so an interrupted run leaves nothing half-written and concurrent
+    callers agree on one copy).
 
     Parameters
     ----------
@@ -949,6 +1040,9 @@ def default_nsd(
         :func:`data_loaders.cache.data_home`).
     verbose : bool | None
         Progress bar (None: shown).
+    **params
+        Overrides of :data:`DEFAULT_PARAMS` (arguments of :func:`simulate_nsd`); another
+        set of parameters is cached in its own folder, named with a hash of them.
 
     Returns
     -------
@@ -961,34 +1055,15 @@ def default_nsd(
     >>> ds = load_nsd(default_nsd(), subjects=(1, 2))  # doctest: +SKIP
     """
     from ..cache import data_home as _data_home
-    from ..nsd import write_nsd_layout
 
-    home = _data_home(data_home)
-    root = home / DEFAULT_NAME
-    if (root / _COMPLETE).is_file():
-        return root
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}.", dir=home))
-    try:
-        sim = simulate_nsd(**DEFAULT_PARAMS, verbose=verbose)
-        write_nsd_layout(tmp, sim, verbose=verbose)
-        save_truth(tmp, sim)
-        info = {
-            "name": DEFAULT_NAME,
-            "params": sim.params,
-            "seconds_to_make": round(time.perf_counter() - t0, 2),
-        }
-        (tmp / _COMPLETE).write_text(json.dumps(info, indent=2))
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / _COMPLETE).is_file():  # not a concurrent writer's success
-                if root.exists():  # a stale, incomplete copy: replace it
-                    shutil.rmtree(root)
-                    os.rename(tmp, root)
-                else:
-                    raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"params: unknown simulate_nsd arguments {unknown}; expected among "
+            f"{sorted(DEFAULT_PARAMS)}"
+        )
+    full = {**DEFAULT_PARAMS, **params}
+    root = _data_home(data_home) / _folder_name(full)
+    if not is_complete(root):
+        write_simulation(root, verbose=verbose, **full)
     return root
