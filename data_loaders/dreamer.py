@@ -184,10 +184,11 @@ def load_dreamer(
             if sc.size != len(stim):
                 raise ValueError(f"{where}.{_SCORE_FIELDS[t]}: expected {len(stim)} scores "
                                  f"(one per clip), got {sc.size}")
-            bad = sc[~np.isin(sc, [1, 2, 3, 4, 5])]
-            if bad.size:
+            bad = [int(v) if v == int(v) else float(v)
+                   for v in np.unique(sc[~np.isin(sc, [1, 2, 3, 4, 5])])[:5]]
+            if bad:
                 raise ValueError(f"{where}.{_SCORE_FIELDS[t]}: expected integer scores in "
-                                 f"1..5, got {np.unique(bad)[:5].tolist()}")
+                                 f"1..5, got {bad}")
             scores[t] = sc.astype(int)
         for j, (x, b) in enumerate(zip(stim, base)):
             w = f"{where}.EEG.stimuli{{{j + 1}}}"

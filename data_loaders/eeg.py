@@ -23,6 +23,8 @@ import numpy as np
 
 from data_loaders.schema import EEGDataset
 
+_BIDS_EEG_EXT = (".vhdr", ".edf", ".bdf", ".set", ".fif")
+
 
 def _read_raw(path_or_bids, subject, session, task, run, verbose):
     import mne
@@ -44,8 +46,8 @@ def _read_raw(path_or_bids, subject, session, task, run, verbose):
         if ents["subject"] is None:
             raise ValueError(f"path_or_bids: {path} is a folder but holds no BIDS subject "
                              "(expected a BIDS root with sub-*/ folders)")
-        bp = mne_bids.BIDSPath(root=path, datatype="eeg", **ents)
-        matches = bp.match()
+        bp = mne_bids.BIDSPath(root=path, datatype="eeg", suffix="eeg", **ents)
+        matches = [m for m in bp.match() if m.extension in _BIDS_EEG_EXT]
         if not matches:
             raise FileNotFoundError(f"path_or_bids: no EEG recording matches {bp} in {path}")
         raw = mne_bids.read_raw_bids(matches[0], verbose=verbose)
