@@ -794,7 +794,7 @@ def simulate_nsd(
         trials = masterordering[: sess[s] * tps]
         ids = subjectim[s, trials]
         seen = np.unique(ids)  # stimulus ids == positions in `stimuli`
-        raw = np.zeros((seen.size, n_vox), dtype=np.float64)
+        raw = np.zeros((seen.size, n_vox), dtype=np.float32)
         truth: dict[str, np.ndarray] = {
             "prf_x": np.full(n_vox, 0.5), "prf_y": np.full(n_vox, 0.5),
             "prf_size": np.zeros(n_vox), "sf_pref": np.zeros(n_vox),
@@ -824,41 +824,49 @@ def simulate_nsd(
             truth["class_tuning"][mtl] = cls
 
         # standardise over the images seen, then scale: signal sd = amplitude exactly
-        sd = raw.std(axis=0)
+        mean = raw.mean(axis=0, dtype=np.float64)
+        sd = raw.std(axis=0, dtype=np.float64)
         if (sd <= 0).any():
             raise ValueError(
                 "voxels: some simulated voxels respond identically to every image; expected "
                 "more images (n_subject_images) per subject"
             )
-        z = (raw - raw.mean(axis=0)) / sd
         amp = np.array([_AMPLITUDE[r] for r in rois]) * srng.lognormal(0.0, 0.2, n_vox)
         base = np.array([_BASELINE[r] for r in rois]) + srng.normal(0.0, 0.3, n_vox)
         ncsnr = np.array([medians[r] for r in rois]) * srng.lognormal(0.0, 0.3, n_vox)
         ncsnr = ncsnr.astype(np.float32)  # what is exported is what defines the noise
         noise_sd = amp / ncsnr.astype(np.float64)
-        signal = base + amp * z  # (n_seen, n_vox), psc
+        signal = raw  # in place, (n_seen, n_vox) psc: base + amp * (raw - mean) / sd
+        signal -= mean.astype(np.float32)
+        signal *= (amp / sd).astype(np.float32)
+        signal += base.astype(np.float32)
+        del raw
 
         # noise: unit variance per voxel, a fraction shared through smooth spatial factors
-        n_t = trials.size
-        eps = srng.standard_normal((n_t, n_vox))
+        load = None
         if noise_correlation > 0:
             centres = xyz[srng.choice(n_vox, size=5, replace=False)]
             d2 = ((xyz[:, None, :] - centres[None]) ** 2).sum(-1)
             load = np.exp(-d2 / (2 * 25.0**2))  # (n_vox, 5), 25 mm smoothness
             load /= np.linalg.norm(load, axis=1, keepdims=True)
-            shared = srng.standard_normal((n_t, 5)) @ load.T
-            eps = np.sqrt(noise_correlation) * shared + np.sqrt(1 - noise_correlation) * eps
         row = np.searchsorted(seen, ids)
-        betas = signal[row] + noise_sd * eps
-        # NSD stores int16 psc x 300: quantise so that a write/read round trip is exact
-        q = np.rint(betas * 300.0)
+        betas = np.empty((trials.size, n_vox), dtype=np.float32)
         limit = np.iinfo(np.int16).max
-        np.clip(q, -limit, limit, out=q)
-        betas = (q / 300.0).astype(np.float32)
+        step = max(1, 2_000_000 // n_vox)  # trial blocks bound the float64 temporaries
+        for t0 in range(0, trials.size, step):
+            rows = slice(t0, min(trials.size, t0 + step))
+            eps = srng.standard_normal((rows.stop - rows.start, n_vox))
+            if load is not None:
+                shared = srng.standard_normal((eps.shape[0], 5)) @ load.T
+                eps = np.sqrt(noise_correlation) * shared + np.sqrt(1 - noise_correlation) * eps
+            block = signal[row[rows]].astype(np.float64) + noise_sd * eps
+            # NSD stores int16 psc x 300: quantise so that a write/read round trip is exact
+            q = np.clip(np.rint(block * 300.0), -limit, limit)
+            betas[rows] = q / 300.0
 
         truth.update(
             amplitude=amp, noise_sd=noise_sd, baseline=base, coords_mni=xyz,
-            signal=signal.astype(np.float32), signal_ids=seen,
+            signal=signal, signal_ids=seen,
         )  # fmt: skip
         subjects[s + 1] = SimulatedSubject(
             subject=s + 1, n_sessions=sess[s], betas=betas, mask_img=mask_img, roi=rois,
