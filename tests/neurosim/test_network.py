@@ -258,3 +258,44 @@ def test_reservoir_bad_parameters():
         Reservoir(heterogeneity="random").build()
     with pytest.raises(ValueError, match="w_inh"):
         Reservoir(w_inh=1.0).build()
+
+
+# --- the job -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["izhikevich_2003", "reservoir"])
+def test_simulate_network_job_smoke(tmp_path, config):
+    from pathlib import Path
+
+    from neurosim.jobs.simulate_network import simulate_network
+    from neurosuite.config import resolve
+    from neurosuite.runs import Run
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = resolve(root / "configs" / "sim" / f"{config}.yaml", level="smoke")
+    run = Run(tmp_path, seed=0, level="smoke", device="cpu", verbose=False)
+    metrics = simulate_network(cfg.params, run)
+    assert (tmp_path / "figures" / "raster.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "rates_and_spectrum.png").exists()
+    assert metrics["exc_rate_hz"] > 0
+    lo, hi = cfg.params.alpha_band_hz
+    assert lo <= metrics["alpha_peak_hz"] <= hi
+    assert run.metrics["tables"]["statistics"][0]["engine"] == "torch"
+
+
+@pytest.mark.slow
+def test_cpp_kernel_matches_eager_bitwise():
+    # the C++ kernel (compiled on first use, ~1-2 min) does the eager path's arithmetic
+    res = Reservoir(n=500, n_inputs=2, seed=3).build()
+    drive = np.random.default_rng(0).random((2, 800, 2))
+    for dtype in ("float32", "float64"):
+        kw = dict(inputs=drive, batch=2, device="cpu", dtype=dtype, record=("spikes", "v"))
+        eager = res.run(400.0, **kw)
+        cpp = res.run(400.0, kernel="cpp", **kw)
+        assert len(eager) > 500
+        for field in ("times_ms", "neuron", "trial", "v"):
+            np.testing.assert_array_equal(getattr(eager, field), getattr(cpp, field))
+    model = izhikevich_2003(seed=0)
+    eager, cpp = model.run(300.0, device="cpu"), model.run(300.0, device="cpu", kernel="cpp")
+    np.testing.assert_array_equal(eager.times_ms, cpp.times_ms)
+    np.testing.assert_array_equal(eager.neuron, cpp.neuron)
