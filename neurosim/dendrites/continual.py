@@ -137,6 +137,16 @@ class DendriticMLP(nn.Module):
     variant : {"bias", "sigmoid", "absolute_max"}
     weight_sparsity, dendrite_sparsity : float
         Fixed zero fractions of the feed-forward and segment weights.
+    boost_strength, k_inference_factor : float
+        k-WTA settings (Numenta's ``DendriticMLP``: 0 and 1).
+    context_density : float
+        Expected fraction of non-zero context entries (``1 / n_tasks`` for one-hot), used by
+        the sparse Kaiming initialisation of the segments.
+    dendrite_init_gain : float
+        Multiplier of the segments' initial weight bound. A gain above 1 makes the initial
+        gates ``sigmoid(d)`` differ strongly between contexts, so each context starts with
+        its own k-WTA sub-network (as in context-dependent gating, Masse et al. 2018,
+        PNAS 115:E10467).
     generator : torch.Generator, optional
     """
 
@@ -153,23 +163,31 @@ class DendriticMLP(nn.Module):
         dendrite_sparsity: float = 0.0,
         boost_strength: float = 0.0,
         k_inference_factor: float = 1.0,
+        context_density: float = 1.0,
+        dendrite_init_gain: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.dendritic_layers = nn.ModuleList()
         self.kwinners = nn.ModuleList()
         sizes = [input_size, *hidden_sizes]
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            self.dendritic_layers.append(
-                ActiveDendritesLayer(
-                    fan_in, fan_out, n_segments, context_dim, variant,
-                    weight_sparsity, dendrite_sparsity, generator=generator,
-                )
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layer = ActiveDendritesLayer(
+                fan_in, fan_out, n_segments, context_dim, variant,
+                weight_sparsity, dendrite_sparsity, generator=generator,
             )
+            # Numenta's sparse Kaiming init: scale by the density of input and weights, so
+            # that a layer fed by k-WTA (or a one-hot context) starts with unit variance
+            input_density = 1.0 if i == 0 else kw_percent_on
+            _uniform_(layer.weight, fan_in * input_density * (1 - weight_sparsity), generator)
+            _uniform_(layer.segments.weights,
+                      context_dim * context_density * (1 - dendrite_sparsity), generator,
+                      gain=dendrite_init_gain)
+            self.dendritic_layers.append(layer)
             self.kwinners.append(KWinners(fan_out, kw_percent_on, k_inference_factor,
                                           boost_strength=boost_strength))
         self.head = nn.Linear(sizes[-1], output_size)
-        _init_linear(self.head, generator)
+        _init_linear(self.head, generator, kw_percent_on)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         for layer, kw in zip(self.dendritic_layers, self.kwinners):
@@ -199,9 +217,10 @@ class MLP(nn.Module):
         self.context_input = context_input
         sizes = [input_size + (context_dim if context_input else 0), *hidden_sizes]
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        density = 1.0 if kw_percent_on is None else kw_percent_on
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             lin = nn.Linear(fan_in, fan_out)
-            _init_linear(lin, generator)
+            _init_linear(lin, generator, 1.0 if i == 0 else density)
             layers.append(lin)
             layers.append(
                 nn.ReLU()
@@ -211,7 +230,7 @@ class MLP(nn.Module):
             )
         self.hidden = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], output_size)
-        _init_linear(self.head, generator)
+        _init_linear(self.head, generator, density)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.context_input:
@@ -219,12 +238,17 @@ class MLP(nn.Module):
         return self.head(self.hidden(x))
 
 
-def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
-    # torch's default Linear init (uniform +-1/sqrt(fan_in)), drawn from our generator
-    bound = 1.0 / np.sqrt(layer.in_features)
+def _uniform_(param: torch.Tensor, effective_fan_in: float, generator, gain: float = 1.0) -> None:
+    bound = gain / np.sqrt(max(effective_fan_in, 1e-12))
     with torch.no_grad():
-        layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
-        layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
+        param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
+
+
+def _init_linear(layer: nn.Linear, generator, input_density: float = 1.0) -> None:
+    # torch's Linear init (uniform +-1/sqrt(fan_in)) from our generator; with a k-WTA input
+    # only input_density * fan_in inputs are non-zero (Numenta's sparse Kaiming init)
+    _uniform_(layer.weight, layer.in_features * input_density, generator)
+    _uniform_(layer.bias, layer.in_features * input_density, generator)
 
 
 def build_model(
@@ -238,6 +262,8 @@ def build_model(
     variant: str = "absolute_max",
     boost_strength: float = 0.0,
     k_inference_factor: float = 1.0,
+    context_density: float = 1.0,
+    dendrite_init_gain: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
     """One of :data:`MODELS`, all with the same hidden sizes.
@@ -249,7 +275,8 @@ def build_model(
           "generator": generator}
     if name == "dendritic":
         return DendriticMLP(input_size, output_size, hidden_sizes, n_segments, context_dim,
-                            kw_percent_on, variant, **kw)
+                            kw_percent_on, variant, context_density=context_density,
+                            dendrite_init_gain=dendrite_init_gain, **kw)
     if name == "mlp":
         return MLP(input_size, output_size, hidden_sizes, generator=generator)
     if name == "mlp_kwta":
@@ -348,6 +375,7 @@ def run_continual(
     eval_every: int = 5,
     boost_strength: float = 0.0,
     k_inference_factor: float = 1.0,
+    dendrite_init_gain: float = 1.0,
     random_state: int = 0,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> ContinualResult:
@@ -378,6 +406,8 @@ def run_continual(
     boost_strength, k_inference_factor : float
         k-WTA settings (see :class:`~neurosim.dendrites.layers.KWinners`); the defaults
         (0 and 1) are those of Numenta's ``DendriticMLP``.
+    dendrite_init_gain : float
+        See :class:`DendriticMLP`.
     random_state : int
         Seeds initial weights, masks and batch order.
     progress : callable, optional
@@ -400,7 +430,8 @@ def run_continual(
     table, infer = _contexts(data, context)
     net = build_model(
         model, 64, 10, list(hidden_sizes), n_segments or T, table.shape[1], kw_percent_on,
-        variant, boost_strength, k_inference_factor, generator=gen,
+        variant, boost_strength, k_inference_factor, float((table != 0).mean()),
+        dendrite_init_gain, generator=gen,
     )
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
