@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration-ms", type=float, default=1000.0)
     ap.add_argument("--no-brian2", action="store_true")
     ap.add_argument("--no-standalone", action="store_true", help="skip cpp_standalone")
+    ap.add_argument("--cases", nargs="*", default=None,
+                    help="case names to run (izh2003_N1k, izh2003_N10k, reservoir_N100k_K100)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     args = ap.parse_args(argv)
 
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [] if args.no_brian2 else ["runtime"] + ([] if args.no_standalone
                                                      else ["cpp_standalone"])
     for case in _cases(args.quick):
+        if args.cases and case["name"] not in args.cases:
+            continue
         t0 = time.perf_counter()
         model = _model(case)
         row = {"case": case["name"], "n_neurons": model.n_neurons,
