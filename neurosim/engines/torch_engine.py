@@ -4,8 +4,8 @@ Design (the known means of fast SNN simulation in PyTorch, REFERENCES Part A 4.3
 
 - trials run along a leading batch dimension (own noise, shared weights), so one kernel
   launch serves every trial;
-- the neuron update is a handful of in-place tensor operations on the whole population
-  (optionally fused by ``torch.compile``), with no Python work per neuron;
+- the neuron update is a handful of in-place tensor operations on the whole population,
+  with no Python work per neuron (fused into one loop by the C++ kernel, below);
 - propagation is event-driven: only the rows of the weight matrix of the few cells that
   fired are gathered (``index_select``) and scattered into the synaptic current
   (``index_add_``); sparse weights are held as fixed-width padded rows ("ELL" format) so that
