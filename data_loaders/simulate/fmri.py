@@ -28,7 +28,7 @@ The tuning ``s_v`` depends on the ROI:
   ``p_v`` is a Gaussian pRF whose centre follows a retinotopic map of the voxel's MNI
   position (contralateral hemifield, ventral = upper field, eccentricity growing
   anteriorly) and whose size grows with eccentricity and from V1 to hV4 (Dumoulin &
-  Wandell 2008, Fig. 8; Kay et al. 2013, J. Neurophysiol.); preferred spatial frequency
+  Wandell 2008; Kay et al. 2013, J. Neurophysiol. 110:481); preferred spatial frequency
   falls from V1 to hV4, colour weights rise in hV4.
 - **higher** (object / category cortex) -- ``s_v = softplus(g (d_v - theta_v))`` with
   ``d_v(i) = sum_objects RF_v(position) (b_v . psi(object)) + low-level term``; ``psi``

@@ -21,8 +21,6 @@ Brain3D against the true shape).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..schema import Stimuli
@@ -35,6 +33,8 @@ __all__ = [
     "sample_scenes",
     "render_scenes",
     "render_stimuli",
+    "scenes_to_stimuli",
+    "SHAPE_PROPERTY_NAMES",
     "shape_sdf",
     "object_mesh",
     "object_points",
@@ -720,14 +720,3 @@ def object_points(
     a[flip], b[flip] = 1 - a[flip], 1 - b[flip]
     t = tri[f]
     return t[:, 0] + a[:, None] * (t[:, 1] - t[:, 0]) + b[:, None] * (t[:, 2] - t[:, 0])
-
-
-def _describe_scene(scenes: dict[str, Any], i: int) -> str:
-    """One-line text description of scene i (for figure titles)."""
-    parts = []
-    for s in range(scenes["present"].shape[1]):
-        if scenes["present"][i, s]:
-            parts.append(
-                f"{COLOUR_NAMES[scenes['colour'][i, s]]} {SHAPE_CLASSES[scenes['shape'][i, s]]}"
-            )
-    return " + ".join(parts)
