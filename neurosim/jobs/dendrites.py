@@ -217,10 +217,15 @@ def _scaling_figure(p: SdrTheoryParams, seed: int) -> tuple[Figure, dict]:
     # (F) big n: exact vs float binomials
     ax = axs[1, 2]
     big = np.unique(np.logspace(3, 5, 12).astype(int))
-    logp = [sdr.log_false_match_probability(int(n), max(2, int(0.02 * n)), p.s, p.theta)
-            for n in big]
-    ax.semilogx(big, np.array(logp) / math.log(10), "o-")
-    ax.set(xlabel="population size n (a = 2% of n)", ylabel="log10 P(false match)",
+    for a in p.a_values:
+        keep = big[big >= max(a, p.s)]
+        logp = [sdr.log_false_match_probability(int(n), a, p.s, p.theta) for n in keep]
+        ax.semilogx(keep, np.array(logp) / math.log(10), "o-", ms=3, label=f"a = {a}")
+    keep = big[big >= 50 * p.s]
+    logp = [sdr.log_false_match_probability(int(n), int(0.02 * n), p.s, p.theta) for n in keep]
+    ax.semilogx(keep, np.array(logp) / math.log(10), "k--", label="a = 2% of n")
+    ax.legend(fontsize=8)
+    ax.set(xlabel="population size n", ylabel="log10 P(false match)",
            title=f"F. Exact up to n = 100,000 (s = {p.s}, θ = {p.theta})")
     summary = {"optimal_theta_at_30pct_noise": int(
         sdr.optimal_threshold(p.optimal_n, p.noise_a, p.noise_s, round(0.3 * p.noise_a))[0])}
