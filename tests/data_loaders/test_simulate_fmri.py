@@ -282,3 +282,26 @@ def test_bad_input():
         fmri.gabor_energy_features(np.zeros((2, 16, 16, 3)))
     with pytest.raises(ValueError, match="subjects: unknown subject 3"):
         fmri.simulate_nsd(**kw).to_dataset(subjects=[3])
+
+
+def test_job_writes_then_reuses_the_cache(tmp_path):
+    """The ``simulate_nsd`` job: a fresh write round-trips exactly, a second run reuses it."""
+    from data_loaders.jobs.simulate_nsd import SimulateNSDParams
+    from data_loaders.jobs.simulate_nsd import simulate_nsd as job
+    from neurosuite.runs import Run
+
+    params = SimulateNSDParams(
+        n_subjects=2, n_sessions=1, trials_per_session=120, n_shared=10,
+        n_subject_images=60, image_size=32, voxels=(200, 260), output="cache",
+        ridge_check=False,
+    )  # fmt: skip
+    first = job(params, Run(tmp_path / "a", seed=5, verbose=False, data_dir=tmp_path / "d"))
+    second = job(params, Run(tmp_path / "b", seed=5, verbose=False, data_dir=tmp_path / "d"))
+    assert first["round_trip_exact"] and not first["reused_cache"]
+    assert second["reused_cache"] and second["dataset_path"] == first["dataset_path"]
+    assert second["voxel_counts"] == first["voxel_counts"]
+    assert first["voxel_counts"]["subj01"]["total"] == sum(
+        v for k, v in first["voxel_counts"]["subj01"].items() if k != "total"
+    )
+    figures = {p.stem for p in (tmp_path / "a" / "figures").glob("*.png")}
+    assert {"stimuli", "roi_map", "noise_ceiling_map", "prf_tuning"} <= figures
