@@ -1,0 +1,629 @@
+"""BraInCoRL: an in-context transformer that writes each voxel's encoding model.
+
+Yu, Nan, Adeli, Prince, Pyles, Wehbe, Henderson, Tarr & Luo (2025), "Meta-Learning an
+In-Context Transformer Model of Human Higher Visual Cortex", NeurIPS (arXiv 2505.15813;
+code github.com/leomqyu/BraInCoRL, ``scripts/model.py``).
+
+Every voxel is a task. The transformer reads a *set* of in-context pairs
+``(x_i, y_i)`` -- a unit-norm image feature and that voxel's response -- and returns the
+voxel's linear encoding model, a hyper-weight vector ``w = (w_1..w_E, b)``:
+
+.. math::
+
+    w = H\\big(T([r_1..r_R; \\phi(x_1, y_1) .. \\phi(x_n, y_n)])_{r_1}\\big),
+    \\qquad \\hat y(x) = w_{1:E} \\cdot x + b
+
+with ``phi`` a pre-LN residual MLP over ``[x; y]`` (E + 1 inputs), ``R`` learnable register
+tokens, ``T`` pre-LN attention blocks with a SwiGLU feed-forward and no positional encoding
+(the context is a set), queries scaled by ``log L`` for ``L`` tokens so attention stays
+sharp as the context grows (the code's ``SwigluAttentionBlock``), and ``H`` a residual MLP
+reading the first register token. A new subject needs no gradient step: one forward pass,
+batched over voxels.
+
+Differences from the released code, all documented choices:
+
+- Responses are z-scored per voxel over its context (``mu``, ``sd``) before they enter the
+  model, and predictions are mapped back (``mu + sd * y_hat``), so one model serves betas of
+  any scale (raw percent signal change or z-scores).
+- ``product_tokens=True`` (default) adds ``y x`` to each token's input (``[x; y; y x]``,
+  2E + 1 inputs): an average over tokens is then the cross-covariance ``X^T y / n``, the
+  first step of any regression, which a small model trained for minutes on a CPU otherwise
+  has to discover. Set it False for the paper's ``[x; y]`` tokens.
+- Sizes are small by default (2 blocks of width 64; the paper's CLIP model has 20 of 560).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn import functional as F
+
+from .._pretrained import PretrainedMixin
+
+__all__ = ["BraInCoRL", "BraInCoRLModule", "MetaTask"]
+
+
+# --------------------------------------------------------------------------------------
+# the network
+# --------------------------------------------------------------------------------------
+class _ResidualMLP(nn.Module):
+    """Pre-LN residual MLP ``in -> d``: ``proj(x) + fc2(lrelu(fc1(LN(x))))`` (LeakyReLU 0.1)."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in)
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, d_out)
+        self.skip = nn.Linear(d_in, d_out) if d_in != d_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.fc2(F.leaky_relu(self.fc1(self.norm(x)), 0.1))
+
+
+class _Block(nn.Module):
+    """Pre-LN attention block with log(L)-scaled queries and a SwiGLU feed-forward."""
+
+    def __init__(self, d: int, n_heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"d_model: expected a multiple of n_heads={n_heads}, got {d}")
+        self.h = n_heads
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        self.w12 = nn.Linear(d, 2 * ffn)
+        self.w3 = nn.Linear(ffn, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.h, d // self.h).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, h, L, dh)
+        # query scaling by log(L): keeps attention entropy stable across context lengths
+        scale = math.log(L) / math.sqrt(d // self.h)
+        a = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, d)))
+        g, u = self.w12(self.norm2(x)).chunk(2, dim=-1)
+        return x + self.drop(self.w3(F.silu(g) * u))
+
+
+class _TokenEmbed(nn.Module):
+    """Residual MLP on the raw token ``t = [x; y]`` (or ``[x; y; y x]``) -> ``d_model``.
+
+    ``skip(t) + fc2(lrelu(fc1(t)))``. Both ``fc1`` and ``skip`` are linear in ``t``, so with
+    ``x`` shared by every voxel they factorise as ``x A + y (a + x C)``: the
+    ``(n_images, E) x (E, hidden)`` products are computed once per context, not once per
+    voxel, which makes the token cost independent of E. (The raw token has no LayerNorm
+    for that reason; ``x`` is unit-norm and ``y`` standardised, so its scale is fixed.)
+    """
+
+    def __init__(self, feature_dim: int, d_model: int, hidden: int, product: bool) -> None:
+        super().__init__()
+        self.hidden = hidden
+        out = hidden + d_model
+        self.x_proj = nn.Linear(feature_dim, out)  # x A (+ bias)
+        self.y_proj = nn.Parameter(0.02 * torch.randn(out))  # y a
+        self.xy_proj = nn.Linear(feature_dim, out, bias=False) if product else None  # y x C
+        self.fc2 = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x`` (n, E) shared or (B, n, E); ``y`` (B, n) -> tokens (B, n, d_model)."""
+        px = self.x_proj(x)
+        gain = self.y_proj if self.xy_proj is None else self.y_proj + self.xy_proj(x)
+        z = px + y.unsqueeze(-1) * gain  # broadcasts over voxels when x is 2-D
+        h, skip = z.split([self.hidden, z.shape[-1] - self.hidden], dim=-1)
+        return skip + self.fc2(F.leaky_relu(h, 0.1))
+
+
+class BraInCoRLModule(nn.Module):
+    """The hypernetwork: in-context pairs -> per-voxel weights and bias.
+
+    Parameters
+    ----------
+    feature_dim : int
+        E, the image feature size.
+    d_model, n_layers, n_heads, ffn_dim : int
+        Transformer width, depth, heads and SwiGLU hidden size.
+    n_registers : int
+        Learnable register tokens (the first one is read out).
+    dropout : float
+        Dropout in the attention blocks.
+    product_tokens : bool
+        Token input ``[x; y; y x]`` instead of the paper's ``[x; y]`` (see module docstring).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        ffn_dim: int = 128,
+        n_registers: int = 4,
+        dropout: float = 0.0,
+        product_tokens: bool = True,
+    ) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.product_tokens = product_tokens
+        self.embed = _TokenEmbed(feature_dim, d_model, 2 * d_model, product_tokens)
+        self.registers = nn.Parameter(0.02 * torch.randn(n_registers, d_model))
+        self.blocks = nn.ModuleList(
+            [_Block(d_model, n_heads, ffn_dim, dropout) for _ in range(n_layers)]
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = _ResidualMLP(d_model, feature_dim + 1, 2 * d_model)
+
+    def forward(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
+        """Hyper-weights of each voxel.
+
+        Parameters
+        ----------
+        x_ctx : Tensor, shape (n, E) or (B, n, E)
+            Unit-norm context image features (shared by all voxels when 2-D).
+        y_ctx : Tensor, shape (B, n)
+            Each voxel's (standardised) response to each context image.
+
+        Returns
+        -------
+        w : Tensor, shape (B, E + 1)
+            Weights ``w[:, :E]`` and bias ``w[:, E]``.
+        """
+        B = y_ctx.shape[0]
+        tokens = self.embed(x_ctx, y_ctx)
+        regs = self.registers.unsqueeze(0).expand(B, -1, -1)
+        h = torch.cat([regs, tokens], dim=1)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.norm(h[:, 0]))
+
+
+def _apply_weights(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w (B, E+1)`` on ``x (q, E)`` or ``(B, q, E)`` -> predictions ``(B, q)``."""
+    E = w.shape[1] - 1
+    if x.dim() == 2:
+        return w[:, :E] @ x.T + w[:, E:]
+    return torch.einsum("be,bqe->bq", w[:, :E], x) + w[:, E:]
+
+
+# --------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------
+def _as_features(name: str, X: Any, dim: int | None = None) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected float array of shape (n_images, n_features), got "
+                         f"{X.dtype} {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name}: expected finite features, got NaN or inf")
+    if dim is not None and X.shape[1] != dim:
+        raise ValueError(f"{name}: expected {dim} features (the model's feature_dim), got "
+                         f"{X.shape[1]}")
+    return X.astype(np.float32)
+
+
+def _unit_norm(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+class MetaTask:
+    """One training subject for :meth:`BraInCoRL.meta_fit`: image features and responses.
+
+    Parameters
+    ----------
+    X : ndarray of float, shape (n_images, n_features)
+        Features of the images the subject saw (unit-normed internally).
+    Y : ndarray of float, shape (n_images, n_voxels)
+        The subject's (repeat-averaged) response of every voxel to each image.
+    name : str
+        For messages.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, name: str = "subject") -> None:
+        self.X = _unit_norm(_as_features(f"{name}.X", X))
+        Y = np.asarray(Y, dtype=np.float32)
+        if Y.ndim != 2 or Y.shape[0] != self.X.shape[0]:
+            raise ValueError(f"{name}.Y: expected shape ({self.X.shape[0]}, n_voxels), got "
+                             f"{Y.shape}")
+        if not np.all(np.isfinite(Y)):
+            raise ValueError(f"{name}.Y: expected finite responses, got NaN or inf")
+        self.Y = Y
+        self.name = name
+
+
+# --------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------
+class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
+    """In-context voxelwise encoder (Yu et al. 2025): meta-train once, then fit by reading.
+
+    Use :meth:`meta_fit` on training subjects; then, for a new subject, :meth:`fit` stores
+    its context (a few images and responses) and computes every voxel's weights in one
+    batched forward pass (no gradient steps), and :meth:`predict` applies them.
+
+    Parameters
+    ----------
+    d_model, n_layers, n_heads, ffn_dim, n_registers : int
+        Transformer size (see :class:`BraInCoRLModule`).
+    dropout : float
+        Dropout during meta-training.
+    product_tokens : bool
+        ``[x; y; y x]`` tokens (default) or the paper's ``[x; y]``.
+    min_context, max_context : int
+        Context sizes drawn uniformly per meta-training step (paper: 30 to 500).
+    n_query : int
+        Held-out query images per task during meta-training (paper: 100).
+    n_steps : int
+        Meta-training steps on real voxels.
+    n_synthetic_steps : int
+        Pre-training steps on synthetic voxels first (random linear-nonlinear models over the
+        same features plus noise), as the paper's first stage.
+    batch_size : int
+        Voxels per step.
+    lr, weight_decay : float
+        AdamW settings (cosine decay to 1 % of ``lr``).
+    voxel_batch_size : int
+        Voxels per forward pass in :meth:`fit` (bounds memory; still no loop over voxels).
+    feature_extractor : str or None
+        Identifier of the features the model is trained on (``FeatureExtractor.identifier``);
+        :meth:`check_features` refuses others.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    random_state : int or None
+        Seed of the weights and the task sampling.
+    verbose : bool | None
+        Progress bar during meta-training.
+
+    Attributes
+    ----------
+    module_ : BraInCoRLModule
+    feature_dim_ : int
+    meta_history_ : list of float
+        Query MSE (standardised units) per logged step of :meth:`meta_fit`.
+    coef_ : ndarray of float32, shape (n_features, n_voxels)
+        After :meth:`fit`: the in-context weights of each voxel, in response units.
+    intercept_ : ndarray of float32, shape (n_voxels,)
+    """
+
+    def __init__(
+        self,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        ffn_dim: int = 128,
+        n_registers: int = 4,
+        dropout: float = 0.0,
+        product_tokens: bool = True,
+        min_context: int = 30,
+        max_context: int = 500,
+        n_query: int = 100,
+        n_steps: int = 1000,
+        n_synthetic_steps: int = 0,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        voxel_batch_size: int = 512,
+        feature_extractor: str | None = None,
+        device: str = "cpu",
+        random_state: int | None = 0,
+        verbose: bool | None = None,
+    ) -> None:
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.ffn_dim = ffn_dim
+        self.n_registers = n_registers
+        self.dropout = dropout
+        self.product_tokens = product_tokens
+        self.min_context = min_context
+        self.max_context = max_context
+        self.n_query = n_query
+        self.n_steps = n_steps
+        self.n_synthetic_steps = n_synthetic_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.voxel_batch_size = voxel_batch_size
+        self.feature_extractor = feature_extractor
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- PretrainedMixin hooks ------------------------------------------------------------
+    def _extra_config(self) -> dict[str, Any]:
+        return {"feature_dim_": int(self.feature_dim_), "meta_history_": list(self.meta_history_)}
+
+    def _build_module(self, extra: dict[str, Any]) -> BraInCoRLModule:
+        return BraInCoRLModule(
+            int(extra["feature_dim_"]), self.d_model, self.n_layers, self.n_heads, self.ffn_dim,
+            self.n_registers, self.dropout, self.product_tokens,
+        )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, pretrained_directory, device: str = "cpu", feature_extractor=None):
+        """Load a model written by :meth:`save_pretrained`.
+
+        Parameters
+        ----------
+        pretrained_directory : path-like
+        device : str
+        feature_extractor : FeatureExtractor or str, optional
+            The features you will feed it (an extractor or its ``identifier``). If it is not
+            the one the model was meta-trained on, a ``ValueError`` says so.
+        """
+        est = super().from_pretrained(pretrained_directory, device=_device(device))
+        if feature_extractor is not None:
+            est.check_features(feature_extractor)
+        return est
+
+    def check_features(self, feature_extractor: Any) -> None:
+        """Raise ``ValueError`` unless ``feature_extractor`` is the one the model was trained on.
+
+        Parameters
+        ----------
+        feature_extractor : FeatureExtractor or str
+            An extractor (its ``identifier`` and ``dim`` are compared) or an identifier.
+        """
+        ident = getattr(feature_extractor, "identifier", feature_extractor)
+        if not isinstance(ident, str):
+            raise ValueError(
+                f"feature_extractor: expected a FeatureExtractor or its identifier str, got "
+                f"{type(feature_extractor).__name__}"
+            )
+        if self.feature_extractor is not None and ident != self.feature_extractor:
+            raise ValueError(
+                f"feature_extractor: this model was meta-trained on features "
+                f"{self.feature_extractor!r}, got {ident!r}; use the same extractor "
+                "(decoding.features.get_extractor) or meta-train a new model"
+            )
+        dim = getattr(feature_extractor, "dim", None)
+        if dim is not None and hasattr(self, "feature_dim_") and dim != self.feature_dim_:
+            raise ValueError(
+                f"feature_extractor: dim {dim} differs from the model's feature_dim "
+                f"{self.feature_dim_}"
+            )
+
+    # -- meta-training --------------------------------------------------------------------
+    def _check_hparams(self) -> None:
+        ints = dict(
+            d_model=(self.d_model, 4), n_layers=(self.n_layers, 1), n_heads=(self.n_heads, 1),
+            ffn_dim=(self.ffn_dim, 1), n_registers=(self.n_registers, 1),
+            min_context=(self.min_context, 2), max_context=(self.max_context, 2),
+            n_query=(self.n_query, 1), n_steps=(self.n_steps, 0),
+            n_synthetic_steps=(self.n_synthetic_steps, 0), batch_size=(self.batch_size, 1),
+            voxel_batch_size=(self.voxel_batch_size, 1),
+        )  # fmt: skip
+        for name, (val, low) in ints.items():
+            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+        if self.max_context < self.min_context:
+            raise ValueError(
+                f"max_context: expected >= min_context={self.min_context}, got {self.max_context}"
+            )
+        for name, val in (("lr", self.lr), ("weight_decay", self.weight_decay)):
+            if not (isinstance(val, int | float) and np.isfinite(val) and val >= 0):
+                raise ValueError(f"{name}: expected a finite float >= 0, got {val!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
+
+    def meta_fit(self, tasks: Sequence[MetaTask] | MetaTask) -> BraInCoRL:
+        """Meta-train on the voxels of training subjects (Yu et al. 2025, Sec. 3).
+
+        Each step draws ``batch_size`` voxels of one subject (subjects in proportion to
+        their voxel counts), a context size ``n ~ U[min_context, max_context]`` (capped by
+        the subject's images) and, per voxel, ``n`` random context images plus
+        ``n_query`` other query images; the loss is the MSE between predicted and true
+        standardised query responses. ``n_synthetic_steps`` steps on synthetic voxels come
+        first: ``y = softplus(g X u) + noise`` with random unit direction ``u``, gain ``g``
+        and noise level, over the same image features.
+
+        Parameters
+        ----------
+        tasks : MetaTask or list of MetaTask
+            Training subjects (never the test subject).
+
+        Returns
+        -------
+        self
+        """
+        self._check_hparams()
+        if isinstance(tasks, MetaTask):
+            tasks = [tasks]
+        if not tasks or not all(isinstance(t, MetaTask) for t in tasks):
+            raise ValueError("tasks: expected a non-empty list of MetaTask")
+        dims = {t.X.shape[1] for t in tasks}
+        if len(dims) != 1:
+            raise ValueError(f"tasks: expected the same feature size in every task, got {dims}")
+        E = dims.pop()
+        for t in tasks:
+            if t.X.shape[0] < 2 + 1:
+                raise ValueError(f"{t.name}.X: expected at least 3 images, got {t.X.shape[0]}")
+        dev = torch.device(_device(self.device))
+        seed = 0 if self.random_state is None else int(self.random_state)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        self.feature_dim_ = E
+        self.module_ = self._build_module({"feature_dim_": E}).to(dev).train()
+        self.meta_history_ = []
+        total = self.n_synthetic_steps + self.n_steps
+        if total == 0:
+            self.module_.eval()
+            return self
+        opt = torch.optim.AdamW(self.module_.parameters(), lr=self.lr,
+                                weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
+        )
+        Xs = [torch.from_numpy(t.X) for t in tasks]
+        Ys = [torch.from_numpy(t.Y) for t in tasks]
+        n_vox = np.array([t.Y.shape[1] for t in tasks], dtype=np.float64)
+        p_task = torch.from_numpy(n_vox / n_vox.sum())
+        from tqdm.auto import tqdm
+
+        show = self.verbose is None or bool(self.verbose)
+        running = None
+        for step in tqdm(range(total), desc="meta-training BraInCoRL", disable=not show):
+            ti = int(torch.multinomial(p_task, 1, generator=gen))
+            X = Xs[ti]
+            n_img = X.shape[0]
+            n_q = min(self.n_query, max(1, n_img // 4))
+            hi = min(self.max_context, n_img - n_q)
+            lo = min(self.min_context, hi)
+            n_c = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+            B = self.batch_size
+            # one random image subset per step, shared by the step's voxels (the token
+            # embedding then factorises; steps differ, so subsets still vary)
+            idx = torch.randperm(n_img, generator=gen)[: n_c + n_q]
+            x = X[idx]  # (n_c + n_q, E)
+            if step < self.n_synthetic_steps:
+                y = _synthetic_voxels(x, B, gen)
+            else:
+                vox = torch.randint(0, Ys[ti].shape[1], (B,), generator=gen)
+                y = Ys[ti][idx][:, vox].T  # (B, n_c + n_q)
+            x, y = x.to(dev), y.to(dev)
+            yc, yq = y[:, :n_c], y[:, n_c:]
+            mu, sd = _context_stats(yc)
+            w = self.module_(x[:n_c], (yc - mu) / sd)
+            pred = _apply_weights(w, x[n_c:])
+            loss = F.mse_loss(pred, (yq - mu) / sd)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.module_.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            if step % 10 == 0 or step == total - 1:
+                self.meta_history_.append(float(running))
+        self.module_.eval()
+        return self
+
+    # -- in-context fitting ---------------------------------------------------------------
+    def fit(self, X, Y) -> BraInCoRL:
+        """Read a new subject's context and write every voxel's encoding model.
+
+        No gradient step: one forward pass per ``voxel_batch_size`` voxels.
+
+        Parameters
+        ----------
+        X : array-like of float, shape (n_context, n_features)
+            Features of the context images (unit-normed internally), the extractor the
+            model was meta-trained on.
+        Y : array-like of float, shape (n_context, n_voxels)
+            Each voxel's response to each context image (e.g. repeat-averaged betas).
+            Voxels with any NaN (masked voxels) are refused: drop them first, e.g.
+            ``Y[:, np.isfinite(Y).all(0)]``.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "module_", msg="BraInCoRL: call meta_fit or from_pretrained first")
+        X = _as_features("X", X, self.feature_dim_)
+        Y = np.asarray(Y)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.dtype.kind not in "iuf" or Y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"Y: expected float array of shape (n_context={X.shape[0]}, n_voxels), got "
+                f"{Y.dtype} {Y.shape}"
+            )
+        if X.shape[0] < 2:
+            raise ValueError(f"X: expected at least 2 context images, got {X.shape[0]}")
+        bad = ~np.isfinite(Y).all(axis=0)
+        if bad.any():
+            raise ValueError(
+                f"Y: expected finite responses, got NaN/inf in {int(bad.sum())} voxel(s) "
+                f"(first: {np.flatnonzero(bad)[:5].tolist()}); drop masked voxels first"
+            )
+        if X.shape[0] > 2 * self.max_context:
+            warnings.warn(
+                f"X: {X.shape[0]} context images, more than twice the largest context seen in "
+                f"meta-training (max_context={self.max_context})",
+                UserWarning,
+                stacklevel=2,
+            )
+        dev = next(self.module_.parameters()).device
+        Xu = torch.from_numpy(_unit_norm(X)).to(dev)
+        Yt = torch.from_numpy(Y.astype(np.float32))
+        E, V = X.shape[1], Y.shape[1]
+        coef = np.empty((E, V), dtype=np.float32)
+        icpt = np.empty(V, dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, V, self.voxel_batch_size):
+                yc = Yt[:, s : s + self.voxel_batch_size].T.to(dev)  # (b, n)
+                mu, sd = _context_stats(yc)
+                w = self.module_(Xu, (yc - mu) / sd)
+                # back to response units: y = mu + sd (w . x + b)
+                coef[:, s : s + yc.shape[0]] = (w[:, :E] * sd).T.cpu().numpy()
+                icpt[s : s + yc.shape[0]] = (mu + sd * w[:, E:]).squeeze(1).cpu().numpy()
+        self.coef_, self.intercept_ = coef, icpt
+        self.n_features_in_ = E
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted responses of every voxel to query images.
+
+        Parameters
+        ----------
+        X : array-like of float, shape (n_query, n_features)
+
+        Returns
+        -------
+        Y_hat : ndarray of float32, shape (n_query, n_voxels)
+        """
+        check_is_fitted(self, "coef_", msg="BraInCoRL: call fit(X_context, Y_context) first")
+        X = _unit_norm(_as_features("X", X, self.feature_dim_))
+        return (X @ self.coef_ + self.intercept_).astype(np.float32)
+
+    def score(self, X, Y, sample_weight=None) -> float:
+        """Mean over voxels of R^2 on ``(X, Y)``."""
+        from sklearn.metrics import r2_score
+
+        pred = self.predict(X)
+        return float(r2_score(np.asarray(Y).reshape(pred.shape), pred,
+                              sample_weight=sample_weight))
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+def _context_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-voxel mean and sd over the context, ``(B, 1)`` each; sd floored (constant voxels)."""
+    mu = y.mean(dim=1, keepdim=True)
+    sd = y.std(dim=1, keepdim=True, unbiased=False)
+    floor = 1e-6 * (1.0 + mu.abs())
+    return mu, torch.maximum(sd, floor)
+
+
+def _synthetic_voxels(x: torch.Tensor, n_voxels: int, gen: torch.Generator) -> torch.Tensor:
+    """Synthetic linear-nonlinear voxels over features ``x (n, E)`` -> ``(n_voxels, n)``.
+
+    ``y = z(softplus(g sqrt(E) (x . u) + c)) + eps / snr`` (``z``: standardised over the
+    images) with a random direction ``u`` (sparse-ish: Gaussian cubed, normalised), gain
+    ``g ~ U(0.3, 3)``, offset ``c ~ N(0, 1)`` and ``snr`` log-uniform in [0.2, 5].
+    """
+    n, E = x.shape
+    B = n_voxels
+    u = torch.randn(B, E, generator=gen) ** 3
+    u = u / u.norm(dim=1, keepdim=True)
+    g = 0.3 + 2.7 * torch.rand(B, 1, generator=gen)
+    c = torch.randn(B, 1, generator=gen)
+    drive = (u @ x.T) * math.sqrt(E)  # (B, n), about unit variance
+    sig = F.softplus(g * drive + c)
+    sig = (sig - sig.mean(1, keepdim=True)) / sig.std(1, keepdim=True).clamp_min(1e-6)
+    log_snr = math.log(0.2) + (math.log(5) - math.log(0.2)) * torch.rand(B, 1, generator=gen)
+    return sig + torch.randn(B, n, generator=gen) / torch.exp(log_snr)

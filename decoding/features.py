@@ -1,0 +1,509 @@
+"""Image features for voxelwise encoders: a small registry of feature extractors.
+
+Every extractor maps RGB images (uint8, ``(n, H, W, 3)``) to **unit-norm** feature vectors
+(float32, ``(n, dim)``), the input BraInCoRL expects (Yu et al. 2025, "Meta-Learning an
+In-Context Transformer Model of Human Higher Visual Cortex", NeurIPS; their dataset code
+asserts unit-norm CLIP embeddings). Each extractor has an :attr:`~FeatureExtractor.identifier`
+that a trained encoder stores, so a model is never silently used with other features.
+
+Extractors
+----------
+``"stimnet"`` (default)
+    The suite's own image encoder: a 4-layer CNN trained, attribute-supervised, on images
+    of the stimulus world (:func:`data_loaders.simulate.stimuli.render_stimuli`; which
+    shapes and colours are present, the main object's position and size, one or two
+    objects). Its embedding (global pool of the last block + a 2x2 pool of the block
+    before, so that coarse position survives) is PCA-whitened to ``dim`` components on its
+    training images, then unit-normed. Trained on first use (about a minute on two CPU
+    cores) and cached under ``data_loaders.cache.data_home()/features/``.
+``"open_clip"``
+    A local open_clip checkpoint (``model_name`` and ``pretrained`` = a local file); never
+    downloads.
+``"hf"``
+    A local Hugging Face folder (CLIP, SigLIP: ``get_image_features``; DINO/ViT: the CLS
+    token of ``last_hidden_state``) read with ``transformers`` and ``local_files_only``.
+
+Examples
+--------
+>>> from decoding.features import get_extractor
+>>> fx = get_extractor("stimnet")                                 # doctest: +SKIP
+>>> X = fx.transform(stimuli.images)       # (n, 128), rows of norm 1  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "FeatureExtractor",
+    "StimNetExtractor",
+    "OpenClipExtractor",
+    "HFExtractor",
+    "register_extractor",
+    "get_extractor",
+    "available_extractors",
+    "unit_norm",
+]
+
+_REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {}
+
+
+def register_extractor(name: str) -> Callable:
+    """Class decorator: make a :class:`FeatureExtractor` available as ``get_extractor(name)``."""
+
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_extractors() -> list[str]:
+    """Names accepted by :func:`get_extractor`."""
+    return sorted(_REGISTRY)
+
+
+def get_extractor(name: str = "stimnet", **kwargs: Any) -> FeatureExtractor:
+    """Build a registered feature extractor.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_extractors` (``"stimnet"``, ``"open_clip"``, ``"hf"``).
+    **kwargs
+        Passed to the extractor's constructor.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"name: unknown feature extractor {name!r}; expected one of {available_extractors()}"
+        )
+    return _REGISTRY[name](**kwargs)
+
+
+def unit_norm(X: np.ndarray) -> np.ndarray:
+    """Scale each row to L2 norm 1 (zero rows stay zero), float32."""
+    X = np.asarray(X, dtype=np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norm, 1e-12)
+
+
+def _check_images(images: Any) -> np.ndarray:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] != 3
+    ):
+        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images)
+        raise ValueError(f"images: expected uint8 array of shape (n, H, W, 3), got {got}")
+    if images.shape[1] < 8 or images.shape[2] < 8:
+        raise ValueError(f"images: expected images of at least 8x8 pixels, got {images.shape}")
+    return images
+
+
+class FeatureExtractor:
+    """Base class: ``transform(images) -> (n, dim)`` unit-norm float32 features.
+
+    Subclasses set :attr:`dim` and :attr:`identifier` and implement :meth:`_features`.
+    """
+
+    #: Feature size.
+    dim: int
+    #: A string naming the extractor and its weights; encoders store it and refuse others.
+    identifier: str
+
+    def _features(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transform(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Features of a batch of images.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (n, H, W, 3)
+            RGB images.
+        batch_size : int
+            Images per forward pass (bounds memory).
+
+        Returns
+        -------
+        X : ndarray of float32, shape (n, dim)
+            Rows of L2 norm 1.
+        """
+        images = _check_images(images)
+        out = np.empty((images.shape[0], self.dim), dtype=np.float32)
+        for s in range(0, images.shape[0], batch_size):
+            out[s : s + batch_size] = self._features(images[s : s + batch_size])
+        return unit_norm(out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(identifier={self.identifier!r}, dim={self.dim})"
+
+
+# --------------------------------------------------------------------------------------
+# the suite's own CNN
+# --------------------------------------------------------------------------------------
+def _conv(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class StimNet(nn.Module):
+    """Small CNN for 32x32 stimulus-world images with attribute heads (~5 MMAC per image).
+
+    Layers: conv s2 (``width``) -> conv s2 (``2 width``) -> conv (``2 width``) -> conv s2
+    (``4 width``). The embedding concatenates the global average of the last layer with a
+    2x2 average of the third (coarse position survives, which early visual voxels need).
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first layer.
+    n_shapes, n_colours : int
+        Sizes of the multi-label heads (shapes / colours present).
+    """
+
+    def __init__(self, width: int = 32, n_shapes: int = 8, n_colours: int = 8) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [
+                _conv(3, width, 2),
+                _conv(width, 2 * width, 2),
+                _conv(2 * width, 2 * width, 1),
+                _conv(2 * width, 4 * width, 2),
+            ]
+        )
+        self.embed_dim = 4 * width + 4 * 2 * width
+        # heads: shapes present, colours present, main position (2), size (1), two objects
+        self.head = nn.Linear(4 * width, n_shapes + n_colours + 4)
+        self.n_shapes, self.n_colours = n_shapes, n_colours
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` float (B, 3, H, W) in [0, 1] -> (embedding (B, embed_dim), head outputs)."""
+        x = (x - 0.5) / 0.25
+        for blk in self.blocks[:3]:
+            x = blk(x)
+        pooled3 = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+        x = self.blocks[3](x)
+        g = x.mean(dim=(2, 3))
+        return torch.cat([g, pooled3], dim=1), self.head(g)
+
+
+def _to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return x
+
+
+def _attribute_targets(attrs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Supervision targets from :func:`render_stimuli` attributes."""
+    shapes, colours = attrs["shapes"], attrs["colours"]
+    n = shapes.shape[0]
+    shape_hot = np.zeros((n, 8), np.float32)
+    colour_hot = np.zeros((n, 8), np.float32)
+    for k in range(shapes.shape[1]):
+        ok = shapes[:, k] >= 0
+        shape_hot[np.flatnonzero(ok), shapes[ok, k]] = 1.0
+        ok = colours[:, k] >= 0
+        colour_hot[np.flatnonzero(ok), colours[ok, k]] = 1.0
+    return {
+        "shapes": shape_hot,
+        "colours": colour_hot,
+        "position": attrs["position"].astype(np.float32),
+        "size": attrs["size"].astype(np.float32)[:, None],
+        "two": (attrs["n_objects"] > 1).astype(np.float32)[:, None],
+    }
+
+
+@register_extractor("stimnet")
+class StimNetExtractor(FeatureExtractor):
+    """The suite's own image encoder, trained on the stimulus world (see module docstring).
+
+    Parameters
+    ----------
+    dim : int
+        Output size (PCA components kept, whitened, then unit-normed).
+    n_train_images : int
+        Stimulus-world images rendered to train it (a seed the simulated NSD never uses).
+    n_epochs : int
+        Training epochs (AdamW, batch 32, one-cycle learning rate).
+    width : int
+        Channels of the first CNN block.
+    image_size : int
+        Input size; other image sizes are resized (bilinear, anti-aliased).
+    random_state : int
+        Seed for the training images and the weights.
+    data_home : path-like, optional
+        Cache root (default :func:`data_loaders.cache.data_home`).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    verbose : bool | None
+        Progress bar while training.
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        n_train_images: int = 4000,
+        n_epochs: int = 6,
+        width: int = 32,
+        image_size: int = 32,
+        random_state: int = 0,
+        data_home: str | os.PathLike | None = None,
+        device: str = "cpu",
+        verbose: bool | None = None,
+    ) -> None:
+        for name, val, low in (
+            ("dim", dim, 2),
+            ("n_train_images", n_train_images, 16),
+            ("n_epochs", n_epochs, 1),
+            ("width", width, 4),
+            ("image_size", image_size, 16),
+        ):
+            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+        self.dim = int(dim)
+        self.n_train_images = int(n_train_images)
+        self.n_epochs = int(n_epochs)
+        self.width = int(width)
+        self.image_size = int(image_size)
+        self.random_state = int(random_state)
+        self.device = _resolve_device(device)
+        self.verbose = verbose
+        key = dict(
+            v=1, dim=self.dim, n=self.n_train_images, ep=self.n_epochs, w=self.width,
+            size=self.image_size, seed=self.random_state,
+        )  # fmt: skip
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        self.identifier = f"stimnet-v1-{digest}"
+        from data_loaders.cache import data_home as _data_home
+
+        self.folder = _data_home(data_home) / "features" / self.identifier
+        self._load_or_train()
+
+    # -- training ------------------------------------------------------------------------
+    def _load_or_train(self) -> None:
+        from safetensors.torch import load_file
+
+        w_path, p_path = self.folder / "model.safetensors", self.folder / "pca.npz"
+        self.net = StimNet(self.width)
+        if not (w_path.is_file() and p_path.is_file()):
+            self._train()
+        self.net.load_state_dict(load_file(str(w_path)))
+        self.net.eval().to(self.device)
+        with np.load(p_path) as f:
+            self._mean, self._proj = f["mean"], f["proj"]
+
+    def _train(self) -> None:
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
+        from data_loaders._io import atomic_path, atomic_write_json
+        from data_loaders.simulate.stimuli import render_stimuli
+
+        # 7919: a seed offset the simulated NSD does not use, so these images are new
+        stim = render_stimuli(
+            self.n_train_images, image_size=64,
+            random_state=self.random_state + 7919, verbose=self.verbose,
+        )  # fmt: skip
+        targets = {k: torch.from_numpy(v) for k, v in _attribute_targets(stim.attributes).items()}
+        x_all = _to_tensor(stim.images, self.image_size)
+        torch.manual_seed(self.random_state)
+        net = self.net.to(self.device).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+        batch = 32  # many small steps: on a CPU, per-image cost hardly depends on batch
+        n_steps = self.n_epochs * int(np.ceil(len(x_all) / batch))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=n_steps)
+        gen = torch.Generator().manual_seed(self.random_state)
+        bce, mse = nn.BCEWithLogitsLoss(), nn.MSELoss()
+        show = self.verbose is None or bool(self.verbose)
+        bar = tqdm(total=n_steps, desc="training stimnet features", disable=not show)
+        for _ in range(self.n_epochs):
+            perm = torch.randperm(len(x_all), generator=gen)
+            for s in range(0, len(perm), batch):
+                idx = perm[s : s + batch]
+                xb = x_all[idx].to(self.device)
+                # random horizontal flips would break the position targets; jitter colour
+                # brightness only, which leaves every attribute unchanged
+                xb = (xb * (0.8 + 0.4 * torch.rand(len(idx), 1, 1, 1, generator=gen))).clamp(0, 1)
+                _, out = net(xb)
+                ns, nc = net.n_shapes, net.n_colours
+                t = {k: v[idx].to(self.device) for k, v in targets.items()}
+                loss = (
+                    bce(out[:, :ns], t["shapes"])
+                    + bce(out[:, ns : ns + nc], t["colours"])
+                    + 10.0 * mse(out[:, ns + nc : ns + nc + 2], t["position"])
+                    + 10.0 * mse(out[:, ns + nc + 2 : ns + nc + 3], t["size"])
+                    + bce(out[:, ns + nc + 3 :], t["two"])
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        net.eval()
+        # PCA whitening of the embedding on the training images
+        emb = self._embed(stim.images).astype(np.float64)
+        mean = emb.mean(axis=0)
+        _, s, vt = np.linalg.svd(emb - mean, full_matrices=False)
+        k = min(self.dim, vt.shape[0])
+        scale = s[:k] / np.sqrt(max(len(emb) - 1, 1))
+        proj = (vt[:k].T / np.maximum(scale, 1e-8)).astype(np.float32)
+        if k < self.dim:  # fewer training images than dims: pad with zero columns
+            proj = np.pad(proj, ((0, 0), (0, self.dim - k)))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / "pca.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mean=mean.astype(np.float32), proj=proj)
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        with atomic_path(self.folder / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        atomic_write_json(
+            self.folder / "config.json",
+            {"identifier": self.identifier, "dim": self.dim, "width": self.width,
+             "n_train_images": self.n_train_images, "n_epochs": self.n_epochs,
+             "image_size": self.image_size, "random_state": self.random_state,
+             "final_loss": float(loss.item())},
+        )  # fmt: skip
+        self.net = net.cpu()
+
+    @torch.no_grad()
+    def _embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = []
+        for s in range(0, len(images), batch_size):
+            x = _to_tensor(images[s : s + batch_size], self.image_size).to(self.device)
+            out.append(self.net(x)[0].cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        return (self._embed(images) - self._mean) @ self._proj
+
+    @torch.no_grad()
+    def predict_attributes(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The attribute heads: probabilities of each shape / colour present, position, size.
+
+        Useful to check the encoder learnt the stimulus world (see the tests).
+        """
+        images = _check_images(images)
+        x = _to_tensor(images, self.image_size).to(self.device)
+        _, out = self.net(x)
+        ns, nc = self.net.n_shapes, self.net.n_colours
+        out = out.cpu()
+        return {
+            "shapes": torch.sigmoid(out[:, :ns]).numpy(),
+            "colours": torch.sigmoid(out[:, ns : ns + nc]).numpy(),
+            "position": out[:, ns + nc : ns + nc + 2].numpy(),
+            "size": out[:, ns + nc + 2].numpy(),
+        }
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+# --------------------------------------------------------------------------------------
+# optional third-party checkpoints (local only)
+# --------------------------------------------------------------------------------------
+@register_extractor("open_clip")
+class OpenClipExtractor(FeatureExtractor):
+    """Image embeddings of a local open_clip checkpoint (CLIP as in BraInCoRL's default).
+
+    Parameters
+    ----------
+    model_name : str
+        open_clip architecture, e.g. ``"ViT-B-32"``.
+    pretrained : path-like
+        Local checkpoint file (nothing is downloaded).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | os.PathLike, device: str = "cpu"):
+        try:
+            import open_clip
+        except ImportError as err:
+            raise ImportError(
+                "OpenClipExtractor needs the optional package open_clip_torch "
+                "(pip install open_clip_torch)"
+            ) from err
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained: expected a local checkpoint file, got {path}")
+        self.device = _resolve_device(device)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=str(path)
+        )
+        self.model = model.eval().to(self.device)
+        self.preprocess = preprocess
+        with torch.no_grad():
+            probe = self._features(np.zeros((1, 32, 32, 3), np.uint8))
+        self.dim = int(probe.shape[1])
+        self.identifier = f"open_clip-{model_name}-{path.name}"
+
+    @torch.no_grad()
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images]).to(self.device)
+        return self.model.encode_image(x).float().cpu().numpy()
+
+
+@register_extractor("hf")
+class HFExtractor(FeatureExtractor):
+    """Image embeddings of a local Hugging Face ``transformers`` folder (CLIP, SigLIP, DINO).
+
+    Parameters
+    ----------
+    path : path-like
+        Folder with ``config.json`` and weights (read with ``local_files_only=True``).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        try:
+            from transformers import AutoImageProcessor, AutoModel
+        except ImportError as err:
+            raise ImportError(
+                "HFExtractor needs the optional package transformers (pip install transformers)"
+            ) from err
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"path: expected a local model folder with config.json, got {folder}"
+            )
+        self.device = _resolve_device(device)
+        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().to(self.device)
+        with torch.no_grad():
+            probe = self._features(np.zeros((1, 32, 32, 3), np.uint8))
+        self.dim = int(probe.shape[1])
+        self.identifier = f"hf-{folder.name}"
+
+    @torch.no_grad()
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
+        if hasattr(self.model, "get_image_features"):  # CLIP / SigLIP: the joint space
+            out = self.model.get_image_features(**inputs)
+        else:  # DINO / ViT: the CLS token
+            out = self.model(**inputs).last_hidden_state[:, 0]
+        return out.float().cpu().numpy()
