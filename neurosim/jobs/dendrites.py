@@ -419,6 +419,12 @@ def dendrites_continual(params: ContinualParams, run) -> dict:
                  label=labels[m])
         during = r0.trace_accuracy[:, 0]
         ax3.plot(r0.trace_steps, during, lw=1, label=labels[m])
+    # task switches: the first evaluation step of each new task (first network's schedule)
+    r0 = next(iter(results.values()))[0]
+    for t in range(2, T):
+        first = r0.trace_steps[r0.trace_task == t]
+        if len(first):
+            ax3.axvline(first[0], color="0.7", lw=0.8, ls=":")
     ax1.set(xlabel="tasks learned", ylabel="mean accuracy on seen tasks", ylim=(0, 1),
             title="Forgetting curves")
     ax2.set(xlabel="tasks learned", ylabel="accuracy on task 1", ylim=(0, 1),
@@ -437,7 +443,7 @@ def dendrites_continual(params: ContinualParams, run) -> dict:
     for ax, (m, rs) in zip(axs, results.items()):
         R = np.mean([r.accuracy_matrix for r in rs], axis=0)
         R = np.where(np.tril(np.ones_like(R)) > 0, R, np.nan)
-        im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+        im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis", extent=(0.5, T + 0.5, T + 0.5, 0.5))
         ax.set(title=labels[m], xlabel="evaluated task", ylabel="after training task")
     fig.colorbar(im, ax=list(axs), shrink=0.8)
     run.add_figure(fig, "accuracy_matrices", caption="R[i, j]: accuracy on task j after task i.")
