@@ -399,7 +399,7 @@ def _render_background(scenes: dict[str, np.ndarray], sl: slice, size: int) -> n
 def _sphere_trace(
     shape_idx: np.ndarray, ox: np.ndarray, oy: np.ndarray, oz: np.ndarray,
     dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, t0: np.ndarray, t1: np.ndarray,
-    max_steps: int = 64, eps: float = 2e-3,
+    max_steps: int = 200, eps: float = 2e-3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """March rays o + t d (object frame) until the SDF falls below ``eps``.
 
