@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurosim.dendrites import sdr
@@ -445,6 +446,8 @@ def dendrites_continual(params: ContinualParams, run) -> dict:
         R = np.where(np.tril(np.ones_like(R)) > 0, R, np.nan)
         im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis", extent=(0.5, T + 0.5, T + 0.5, 0.5))
         ax.set(title=labels[m], xlabel="evaluated task", ylabel="after training task")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=list(axs), shrink=0.8)
     run.add_figure(fig, "accuracy_matrices", caption="R[i, j]: accuracy on task j after task i.")
 
