@@ -78,6 +78,26 @@ def _resolve_root(params: SimulateNSDParams, sim_args: dict[str, Any], run) -> P
     return Path(params.output).expanduser()
 
 
+def _check_same_params(root: Path, sim_args: dict[str, Any]) -> None:
+    """Refuse to reuse a folder that holds a simulation made with other parameters."""
+    import json
+
+    made = json.loads((root / "SIMULATION.json").read_text()).get("params", {})
+
+    def norm(p: dict[str, Any]) -> str:
+        return json.dumps({k: p.get(k) for k in sorted(sim_args)}, sort_keys=True, default=str)
+
+    sess = sim_args["n_sessions"]
+    if isinstance(sess, int):  # simulate_nsd records one value per subject
+        sess = [sess] * sim_args["n_subjects"]
+    want = {**sim_args, "voxels": list(sim_args["voxels"]), "n_sessions": list(sess)}
+    if norm(made) != norm(want):
+        raise ValueError(
+            f"output: {root} holds a simulation made with other parameters ({made}); expected "
+            f"{sim_args}. Choose another folder or delete this one."
+        )
+
+
 def _stimuli_figure(stimuli, ids: np.ndarray):
     plt = _plt()
     fig, axes = plt.subplots(3, 8, figsize=(12, 5.2))
@@ -271,6 +291,7 @@ def simulate_nsd(params: SimulateNSDParams, run) -> dict[str, Any]:
     sim = None
     t0 = time.perf_counter()
     if reused:
+        _check_same_params(root, sim_args)
         run.log(f"reusing the simulated NSD at {root}")
     else:
         run.log(f"simulating and writing the NSD layout into {root}")

@@ -305,3 +305,7 @@ def test_job_writes_then_reuses_the_cache(tmp_path):
     )
     figures = {p.stem for p in (tmp_path / "a" / "figures").glob("*.png")}
     assert {"stimuli", "roi_map", "noise_ceiling_map", "prf_tuning"} <= figures
+    # a folder made with other parameters is not silently reused
+    other = params.model_copy(update={"output": first["dataset_path"]})
+    with pytest.raises(ValueError, match="output: .* holds a simulation made with other"):
+        job(other, Run(tmp_path / "c", seed=6, verbose=False, data_dir=tmp_path / "d"))
