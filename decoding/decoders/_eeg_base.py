@@ -237,5 +237,5 @@ def max_norm_(weight: torch.Tensor, max_value: float = 1.0, dim: int = 0) -> Non
     """Keras ``max_norm``: rescale each slice along ``dim`` to L2 norm <= ``max_value``."""
     with torch.no_grad():
         dims = [d for d in range(weight.dim()) if d != dim]
-        norms = weight.norm(dim=dims, keepdim=True).clamp(min=1e-12)
+        norms = torch.linalg.vector_norm(weight, dim=dims, keepdim=True).clamp(min=1e-12)
         weight.mul_(torch.clamp(max_value / norms, max=1.0))
