@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration-ms", type=float, default=1000.0)
     ap.add_argument("--no-brian2", action="store_true")
     ap.add_argument("--no-standalone", action="store_true", help="skip cpp_standalone")
+    ap.add_argument("--kernels", nargs="*", default=["eager", "cpp"],
+                    help="torch paths to time (eager, cpp)")
     ap.add_argument("--cases", nargs="*", default=None,
                     help="case names to run (izh2003_N1k, izh2003_N10k, reservoir_N100k_K100)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         import brian2
 
         results["machine"]["brian2"] = brian2.__version__
-    kernels = ["eager"]
-    if torch.device(args.device if args.device != "auto" else
+    kernels = [k for k in args.kernels if k == "eager"]
+    if "cpp" in args.kernels and torch.device(args.device if args.device != "auto" else
                     ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
         from neurosim.engines.torch_engine import load_kernel
 

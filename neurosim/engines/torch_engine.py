@@ -154,32 +154,38 @@ _KERNEL_SOURCE = r"""
 
 // One chunk of steps of a batch of Izhikevich networks, the same arithmetic in the same order
 // as the eager path (compiled with -ffp-contract=off: no fused multiply-adds).
-template <typename T, int NSUB>
-inline void izh_update(T* __restrict__ vv, T* __restrict__ uu, const T* __restrict__ in,
-                       const T* __restrict__ a, const T* __restrict__ b, T h, T dt, int64_t N) {
+// Pass A over the neurons of one trial, branch-free so that the compiler vectorises it:
+// input current (I_in + I_noise) + I_syn, NSUB Euler steps of v, u from the new v, decay of
+// I_syn, running minimum of v (divergence check).
+template <typename T, int NSUB, bool NOISE, bool DRIVE>
+inline void izh_pass(T* __restrict__ vv, T* __restrict__ uu, T* __restrict__ is,
+                     T* __restrict__ vm, const T* __restrict__ nz, const T* __restrict__ dr,
+                     const T* __restrict__ a, const T* __restrict__ b, T h, T dt, T decay,
+                     int64_t N, int64_t nsub) {
   for (int64_t j = 0; j < N; ++j) {
+    T in = NOISE ? nz[j] : (T)0;
+    if (DRIVE) in = dr[j] + in;
+    in = in + is[j];
     T x = vv[j], y = uu[j];
-    for (int q = 0; q < NSUB; ++q) {
-      T dv = x * x; dv = dv * (T)0.04; dv = dv + in[j]; dv = dv + x * (T)5.0;
+    const int64_t ns = NSUB > 0 ? NSUB : nsub;
+    for (int64_t q = 0; q < ns; ++q) {
+      T dv = x * x; dv = dv * (T)0.04; dv = dv + in; dv = dv + x * (T)5.0;
       dv = dv + (T)140.0; dv = dv - y; dv = dv * h; x = x + dv;
     }
     T du = b[j] * x; du = du - y; du = du * a[j]; du = du * dt; y = y + du;
     vv[j] = x; uu[j] = y;
+    is[j] = decay == (T)0 ? (T)0 : is[j] * decay;
+    vm[j] = (x < vm[j] || x != x) ? x : vm[j];
   }
 }
 
-template <typename T>
-inline void izh_update_n(T* vv, T* uu, const T* in, const T* a, const T* b, T h, T dt,
-                         int64_t N, int64_t nsub) {
-  for (int64_t j = 0; j < N; ++j) {
-    T x = vv[j], y = uu[j];
-    for (int64_t q = 0; q < nsub; ++q) {
-      T dv = x * x; dv = dv * (T)0.04; dv = dv + in[j]; dv = dv + x * (T)5.0;
-      dv = dv + (T)140.0; dv = dv - y; dv = dv * h; x = x + dv;
-    }
-    T du = b[j] * x; du = du - y; du = du * a[j]; du = du * dt; y = y + du;
-    vv[j] = x; uu[j] = y;
-  }
+template <typename T, int NSUB>
+inline void izh_dispatch(T* vv, T* uu, T* is, T* vm, const T* nz, const T* dr, const T* a,
+                         const T* b, T h, T dt, T decay, int64_t N, int64_t nsub) {
+  if (nz && dr) izh_pass<T, NSUB, true, true>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+  else if (nz) izh_pass<T, NSUB, true, false>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+  else if (dr) izh_pass<T, NSUB, false, true>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+  else izh_pass<T, NSUB, false, false>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
 }
 
 template <typename T>
@@ -193,7 +199,6 @@ void chunk_impl(T* __restrict__ v, T* __restrict__ u, T* __restrict__ isyn,
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     std::vector<int64_t> fired;
     fired.reserve(N);
-    std::vector<T> cur(N);
     for (int64_t tr = b0; tr < b1; ++tr) {
       T* __restrict__ vv = v + tr * N;
       T* __restrict__ uu = u + tr * N;
@@ -207,20 +212,12 @@ void chunk_impl(T* __restrict__ v, T* __restrict__ u, T* __restrict__ isyn,
           T* dst = vrec + (tr * rec_steps + rec_k0 + s) * N;
           for (int64_t j = 0; j < N; ++j) dst[j] = vv[j];
         }
-        // pass 0: input current (I_in + I_noise) + I_syn
-        if (nz) { for (int64_t j = 0; j < N; ++j) cur[j] = nz[j]; }
-        else { for (int64_t j = 0; j < N; ++j) cur[j] = (T)0; }
-        if (dr) { for (int64_t j = 0; j < N; ++j) cur[j] = dr[j] + cur[j]; }
-        for (int64_t j = 0; j < N; ++j) cur[j] = cur[j] + is[j];
-        // pass 1, branch-free so that the compiler vectorises it
-        if (nsub == 1) izh_update<T, 1>(vv, uu, cur.data(), a, b, h, dt, N);
-        else if (nsub == 2) izh_update<T, 2>(vv, uu, cur.data(), a, b, h, dt, N);
-        else izh_update_n<T>(vv, uu, cur.data(), a, b, h, dt, N, nsub);
-        // pass 2: threshold, decay of the synaptic current
+        if (nsub == 1) izh_dispatch<T, 1>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+        else if (nsub == 2) izh_dispatch<T, 2>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+        else izh_dispatch<T, 0>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
+        // pass B: threshold (few cells fire), propagation of their rows, reset
         fired.clear();
         for (int64_t j = 0; j < N; ++j) if (vv[j] >= vpeak) fired.push_back(j);
-        if (decay == (T)0) { for (int64_t j = 0; j < N; ++j) is[j] = (T)0; }
-        else { for (int64_t j = 0; j < N; ++j) is[j] = is[j] * decay; }
         for (int64_t p : fired) {
           rec.push_back(k0 + s); rec.push_back(p);
           if (wd) {
@@ -232,7 +229,6 @@ void chunk_impl(T* __restrict__ v, T* __restrict__ u, T* __restrict__ isyn,
           }
           vv[p] = c[p]; uu[p] = uu[p] + d[p];
         }
-        for (int64_t j = 0; j < N; ++j) vm[j] = (vv[j] < vm[j] || vv[j] != vv[j]) ? vv[j] : vm[j];
       }
     }
   });
@@ -272,6 +268,8 @@ std::vector<torch::Tensor> run_chunk(torch::Tensor v, torch::Tensor u, torch::Te
 """
 
 _KERNEL = None
+# steps per chunk: the noise of a chunk has about this many elements
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def load_kernel(verbose: bool = False) -> Any:
@@ -318,7 +316,7 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
     ne = spec.noise_every
     # chunks of whole noise intervals; the noise and input of a chunk are drawn / projected
     # at once (the same numbers whichever path runs the chunk)
-    chunk = ne * max(1, min(256, (1 << 22) // (bsz * n)) // ne)
+    chunk = ne * max(1, min(256, _CHUNK_ELEMENTS // (bsz * n)) // ne)
 
     v = torch.full((bsz, n), float(model.v0), dtype=fdt, device=dev)
     u = b * v
