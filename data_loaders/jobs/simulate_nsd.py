@@ -216,9 +216,26 @@ def _selectivity_figure(ds, stim_attrs: dict[str, np.ndarray], subject: str):
     return fig
 
 
-def _ncsnr_figure(ds):
+def estimate_ncsnr(betas: np.ndarray, stim_ids: np.ndarray) -> np.ndarray | None:
+    """NSD's ncsnr estimate from repeats (Allen et al. 2022, NSD data manual): z-score each
+    voxel, ``noise_sd = sqrt(mean over images of the variance across repeats)``,
+    ``signal_sd = sqrt(max(0, 1 - noise_sd^2))``, ``ncsnr = signal_sd / noise_sd``.
+    Uses the images shown 3 times; None when there are fewer than 5."""
+    uniq, counts = np.unique(stim_ids, return_counts=True)
+    three = uniq[counts == 3]
+    if three.size < 5:
+        return None
+    z = (betas - betas.mean(0)) / (betas.std(0) + 1e-12)
+    rows = np.stack([np.flatnonzero(stim_ids == i) for i in three])
+    noise_sd = np.sqrt(z[rows].var(axis=1, ddof=1).mean(axis=0))
+    return np.sqrt(np.clip(1 - noise_sd**2, 0, None)) / noise_sd
+
+
+def _ncsnr_figure(ds, estimate: np.ndarray | None, subject: str):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, axes = plt.subplots(1, 2 if estimate is not None else 1, figsize=(11, 4),
+                             squeeze=False, width_ratios=(3, 2) if estimate is not None else None)
+    ax = axes[0, 0]
     data = [np.concatenate([s.ncsnr[s.roi == r] for s in ds.subjects.values()])
             for r in fmri.ROI_NAMES]  # fmt: skip
     parts = ax.boxplot(data, tick_labels=list(fmri.ROI_NAMES), showfliers=False, patch_artist=True)
@@ -226,7 +243,20 @@ def _ncsnr_figure(ds):
         patch.set_facecolor(_ROI_COLOURS[r])
         patch.set_alpha(0.6)
     ax.set_ylabel("ncsnr (signal sd / noise sd)")
-    ax.set_title("ncsnr by ROI, all subjects")
+    ax.set_title("exported ncsnr by ROI, all subjects")
+    if estimate is not None:
+        ax = axes[0, 1]
+        sub = ds.subjects[subject]
+        for r in fmri.ROI_NAMES:
+            sel = sub.roi == r
+            ax.scatter(sub.ncsnr[sel], estimate[sel], s=4, alpha=0.5, color=_ROI_COLOURS[r],
+                       label=r)  # fmt: skip
+        top = float(max(sub.ncsnr.max(), estimate.max()))
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.set_xlabel("exported (true) ncsnr")
+        ax.set_ylabel("NSD estimate from the betas")
+        ax.set_title(f"{subject}: NSD's estimator recovers it", fontsize=10)
+        ax.legend(fontsize=7, markerscale=3)
     fig.tight_layout()
     return fig
 
@@ -379,7 +409,17 @@ def simulate_nsd(params: SimulateNSDParams, run) -> dict[str, Any]:
     run.add_figure(_selectivity_figure(ds, stim_attrs, names[0]), "higher_selectivity",
                    caption="Higher visual cortex: mean response to each shape class measured "
                    "from the noisy single-trial betas (one-object images).")  # fmt: skip
-    run.add_figure(_ncsnr_figure(ds), "ncsnr_by_roi", caption="ncsnr by ROI, all subjects.")
+    sub0 = ds.subjects[names[0]]
+    est = estimate_ncsnr(sub0.betas, sub0.stim_ids)
+    if est is not None:
+        r = float(np.corrcoef(est, sub0.ncsnr)[0, 1])
+        metrics["ncsnr_estimate_vs_exported_r"] = round(r, 3)
+        ratio = float(np.median(est / sub0.ncsnr))
+        metrics["ncsnr_estimate_over_exported_median"] = round(ratio, 3)
+    run.add_figure(_ncsnr_figure(ds, est, names[0]), "ncsnr_by_roi",
+                   caption="Left: the exported ncsnr by ROI. Right: NSD's own ncsnr estimator "
+                   "(z-scored betas, noise from the 3 repeats of each image) applied to the "
+                   "written betas, against the exported values.")  # fmt: skip
 
     if params.ridge_check:
         res = ridge_vs_noise_ceiling(ds, names[0], ds.stimuli, _sharedix(root))
