@@ -695,7 +695,8 @@ def simulate_nsd(
     Parameters
     ----------
     n_subjects : int
-        Number of subjects (NSD has 8).
+        Number of subjects (NSD has 8; :func:`data_loaders.nsd.load_nsd` reads subjects
+        1..8, so write at most 8).
     n_sessions : int or list of int
         Sessions per subject (one value for all, or one per subject; NSD:
         40/40/32/30/40/32/40/30). The design (``masterordering``) covers the largest.
