@@ -191,6 +191,17 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, y_pred: np.nda
             "tri_p": tri_p(y_true, y_pred)}
 
 
+def _full_proba(est, proba: np.ndarray, n_classes: int) -> np.ndarray:
+    """Scores over all classes ``0..n_classes-1``: an estimator that saw only some classes
+    in a fold (``classes_`` a subset) gets score 0 for the others."""
+    cls = np.asarray(getattr(est, "classes_", np.arange(proba.shape[1])))
+    if proba.shape[1] == cls.size and (cls.size < n_classes or cls.max() >= proba.shape[1]):
+        full = np.zeros((proba.shape[0], max(n_classes, int(cls.max()) + 1)))
+        full[:, cls] = proba
+        return full
+    return proba
+
+
 def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, protocol: str,
                       target: str, max_folds: int | None = None, progress=None,
                       fine_tune_kwargs: dict | None = None, **fold_kwargs) -> dict:
@@ -226,6 +237,7 @@ def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, prot
         raise ValueError(f"target: {target!r} is not a label of the dataset "
                          f"(labels: {sorted(ds.labels)})")
     y = ds.labels[target]
+    n_classes = int(y.max()) + 1
     folds = list(make_folds(protocol, ds, **fold_kwargs))
     if max_folds is not None:
         folds = folds[:max_folds]
@@ -241,7 +253,7 @@ def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, prot
                 kw.update(X_pretrain=ds.X[f.train], y_pretrain=y[f.train])
             est.fine_tune(ds.X[f.calib], y[f.calib], **kw)
         train_time = time.perf_counter() - t0
-        proba = est.predict_proba(ds.X[f.test])
+        proba = _full_proba(est, est.predict_proba(ds.X[f.test]), n_classes)
         pred = est.predict(ds.X[f.test])
         m = classification_metrics(y[f.test], proba, pred)
         rows.append({"subject": f.subject, "fold": f.fold, "n_train": int(f.train.size),
