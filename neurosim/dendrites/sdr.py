@@ -23,7 +23,7 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = [
     "MonteCarloEstimate",
@@ -207,7 +207,7 @@ def union_size_distribution(n: int, s: int, m: int) -> np.ndarray:
 
     A Markov chain over the union size ``u``: adding an independent random ``s``-subset
     grows it by ``j`` new cells with hypergeometric probability
-    ``C(n - u, j) C(u, s - j) / C(n, s)``.
+    ``C(n - u, j) C(u, s - j) / C(n, s)`` (computed in float64 via log-gamma).
 
     Returns
     -------
@@ -218,18 +218,27 @@ def union_size_distribution(n: int, s: int, m: int) -> np.ndarray:
     s = _check_int("s", s, low=0, high=n, high_name="n")
     m = _check_int("m", m, low=1)
     u_max = min(n, m * s)
+    u = np.arange(u_max + 1)[:, None]
+    j = np.arange(s + 1)[None, :]
+    # log C(n-u, j) + log C(u, s-j) - log C(n, s), where both binomials are defined
+    valid = (j <= n - u) & (s - j <= u)
+    log_w = (_log_comb(n - u, np.where(valid, j, 0)) + _log_comb(u, np.where(valid, s - j, 0))
+             - _log_comb(n, s))
+    w = np.where(valid, np.exp(log_w), 0.0)  # w[u, j]: P(j new cells | union size u)
     p = np.zeros(u_max + 1)
     p[s] = 1.0
     for _ in range(m - 1):
         nxt = np.zeros_like(p)
-        for u in np.flatnonzero(p > 0):
-            j = np.arange(0, min(s, n - u) + 1)
-            # overlap with the current union: s - j cells drawn from the u "old" cells
-            w = stats.hypergeom.pmf(s - j, n, u, s)
-            top = min(u + j[-1], u_max)
-            nxt[u : top + 1] += p[u] * w[: top - u + 1]
+        for jj in range(s + 1):
+            nxt[jj:] += p[: u_max + 1 - jj] * w[: u_max + 1 - jj, jj]
         p = nxt / nxt.sum()
     return p
+
+
+def _log_comb(N, K):
+    """``log C(N, K)`` elementwise via log-gamma (valid for 0 <= K <= N)."""
+    N, K = np.asarray(N, dtype=float), np.asarray(K, dtype=float)
+    return special.gammaln(N + 1) - special.gammaln(K + 1) - special.gammaln(N - K + 1)
 
 
 def union_false_match_probability(
