@@ -17,6 +17,7 @@ reservoir can be simulated first, with any engine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 
@@ -30,6 +31,22 @@ def _device(device: str | torch.device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def _few_threads(n_elements: int):
+    """One intra-op thread for loops of tiny per-step tensor ops.
+
+    Waking a thread pool for a (batch x neurons) product costs more than the product; on a
+    loaded CPU it made the step loop ~100x slower. Large problems keep the pool.
+    """
+    before = torch.get_num_threads()
+    if n_elements < 2_000_000 and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_rates(rates, name: str = "rates") -> torch.Tensor:
@@ -192,6 +209,7 @@ class ThreeFactorReadout:
         n_replay: int = 50,
         buffer_trials: int = 100,
         store_every_ms: float = 5.0,
+        store_margin_ms: float = 0.0,
         normalize: bool = True,
         device: str = "cpu",
         verbose: bool | None = None,
@@ -204,6 +222,7 @@ class ThreeFactorReadout:
         self.n_replay = n_replay
         self.buffer_trials = buffer_trials
         self.store_every_ms = store_every_ms
+        self.store_margin_ms = store_margin_ms
         self.normalize = normalize
         self.device = device
         self.verbose = verbose
@@ -290,20 +309,21 @@ class ThreeFactorReadout:
         e = torch.zeros(B, N, device=dev)
         every = max(1, int(round(self.store_every_ms / self.dt_ms)))
         stored = []
-        for t in range(T):
-            e = decay * e + (1.0 - decay) * r[:, t]  # exact exponential filter of r * phi'
-            s = r[:, t] @ self.W_when_.T  # (B, K)
-            gm = g[:, t, None] * occurred * (y[:, t] - s)  # G(t) * M_k(t)
-            if self.eta > 0:
-                lr = self.eta / B
-                if self.normalize:
-                    lr = lr / float((e * e).sum(dim=1).mean().clamp_min(1e-12))
-                self.W_when_.add_(gm.T @ e, alpha=lr)
-            if t % every == 0:
-                stored.append(e)
+        with _few_threads(B * N):
+            for t in range(T):
+                e = decay * e + (1.0 - decay) * r[:, t]  # exact exponential filter of r * phi'
+                s = r[:, t] @ self.W_when_.T  # (B, K)
+                gm = g[:, t, None] * occurred * (y[:, t] - s)  # G(t) * M_k(t)
+                if self.eta > 0:
+                    lr = self.eta / B
+                    if self.normalize:
+                        lr = lr / float((e * e).sum(dim=1).mean().clamp_min(1e-12))
+                    self.W_when_.add_(gm.T @ e, alpha=lr)
+                if t % every == 0:
+                    stored.append(e)
         E = torch.stack(stored, dim=1)  # (B, S, N)
         ts = np.arange(0, T, every) * self.dt_ms
-        pre = ~(ts[None, :] >= onset[:, None])  # NaN onset: the whole trial
+        pre = ~(ts[None, :] >= onset[:, None] + self.store_margin_ms)  # NaN onset: all
         pre_t = torch.as_tensor(pre, device=dev)
         for b in range(B):
             self._buffer.append((E[b][pre_t[b]].clone(), occurred[b].clone()))
@@ -326,9 +346,10 @@ class ThreeFactorReadout:
         lr = self.kappa / E.shape[0]
         if self.normalize:
             lr = lr / float((E * E).sum(dim=1).mean().clamp_min(1e-12))
-        for _ in range(int(self.n_replay)):
-            err = O - E @ self.W_what_.T
-            self.W_what_.add_(err.T @ E, alpha=lr)
+        with _few_threads(E.shape[0] * E.shape[1] // 8):  # thin (S x N) @ (N x K) products
+            for _ in range(int(self.n_replay)):
+                err = O - E @ self.W_what_.T
+                self.W_what_.add_(err.T @ E, alpha=lr)
         self.n_consolidations_ += 1
         return self
 
@@ -442,7 +463,10 @@ class ForceReadout:
         # Block RLS (Woodbury): K = P R^T (I + R P R^T)^-1, P -= K R P, W -= E K^T.
         PR = self.P_ @ r.T  # (N, B)
         S = torch.eye(r.shape[0], dtype=r.dtype, device=r.device) + r @ PR
-        Kg = torch.linalg.solve(S, PR.T).T  # (N, B); S is symmetric
+        if r.shape[0] == 1:
+            Kg = PR / S  # the classic rank-one update (S is 1 x 1)
+        else:
+            Kg = torch.linalg.solve(S, PR.T).T  # (N, B); S is symmetric
         err = r @ self.W_.T - f  # a priori error (B, K)
         self.W_ -= err.T @ Kg.T
         self.P_ -= Kg @ PR.T
@@ -496,13 +520,14 @@ class ForceReadout:
         m = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         if m is not None and m.shape != r.shape[:2]:
             raise ValueError(f"mask: expected shape {tuple(r.shape[:2])}, got {tuple(m.shape)}")
-        for t in range(0, r.shape[1], int(self.update_every)):
-            rt, yt = r[:, t], y[:, t]
-            if m is not None:
-                rt, yt = rt[m[:, t]], yt[m[:, t]]
-                if rt.shape[0] == 0:
-                    continue
-            self._update(rt, yt)
+        with _few_threads(self.P_.numel()):
+            for t in range(0, r.shape[1], int(self.update_every)):
+                rt, yt = r[:, t], y[:, t]
+                if m is not None:
+                    rt, yt = rt[m[:, t]], yt[m[:, t]]
+                    if rt.shape[0] == 0:
+                        continue
+                self._update(rt, yt)
         return self
 
     def predict(self, rates) -> torch.Tensor:

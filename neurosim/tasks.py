@@ -337,8 +337,9 @@ def sample_blocks(
     if len(counts) != len(tasks):
         raise ValueError(f"n_trials: expected one count per block ({len(tasks)}), got {counts}")
     first = tasks[0]
+    shape0 = (first.n_identities, first.n_steps, first.dt_ms)
     for i, tk in enumerate(tasks):
-        if (tk.n_identities, tk.n_steps, tk.dt_ms) != (first.n_identities, first.n_steps, first.dt_ms):
+        if (tk.n_identities, tk.n_steps, tk.dt_ms) != shape0:
             raise ValueError(
                 f"tasks[{i}]: expected the same K, n_steps and dt_ms as tasks[0] "
                 f"({first.n_identities}, {first.n_steps}, {first.dt_ms}), got "
