@@ -27,6 +27,7 @@ from scipy import special, stats
 
 __all__ = [
     "MonteCarloEstimate",
+    "active_count",
     "expected_union_size",
     "false_match_probability",
     "false_negative_probability",
@@ -79,6 +80,24 @@ def _log_ratio(num: int, den: int) -> float:
 # ---------------------------------------------------------------------------------------
 # closed forms
 # ---------------------------------------------------------------------------------------
+def active_count(n: int, sparsity: float) -> int:
+    """Number of active cells ``a = round(sparsity * n)`` of an SDR with the given sparsity.
+
+    Parameters
+    ----------
+    n : int
+        Population size (``n >= 1``).
+    sparsity : float
+        Fraction of active cells, in the open interval (0, 1).
+    """
+    n = _check_int("n", n, low=1)
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not (
+        0 < sparsity < 1
+    ):
+        raise ValueError(f"sparsity: expected a number in (0, 1), got {sparsity!r}")
+    return max(1, round(sparsity * n))
+
+
 def number_of_sdrs(n: int, a: int) -> int:
     """The number of distinct SDRs with ``a`` of ``n`` cells active, ``C(n, a)`` (exact int)."""
     n = _check_int("n", n, low=1)
@@ -270,7 +289,7 @@ def union_false_match_probability(
     m = _check_int("m", m, low=1)
     if method == "expected":
         size = min(n, round(expected_union_size(n, s, m)))
-        return false_match_probability(n, a, size, min(theta, size)) if theta <= size else 0.0
+        return 0.0 if theta > size else false_match_probability(n, a, size, theta)
     if method == "exact":
         p = union_size_distribution(n, s, m)
         u = np.flatnonzero(p > 0)

@@ -223,7 +223,8 @@ def _scaling_figure(p: SdrTheoryParams, seed: int) -> tuple[Figure, dict]:
         logp = [sdr.log_false_match_probability(int(n), a, p.s, p.theta) for n in keep]
         ax.semilogx(keep, np.array(logp) / math.log(10), "o-", ms=3, label=f"a = {a}")
     keep = big[big >= 50 * p.s]
-    logp = [sdr.log_false_match_probability(int(n), int(0.02 * n), p.s, p.theta) for n in keep]
+    logp = [sdr.log_false_match_probability(int(n), sdr.active_count(int(n), 0.02), p.s, p.theta)
+            for n in keep]
     ax.semilogx(keep, np.array(logp) / math.log(10), "k--", label="a = 2% of n")
     ax.legend(fontsize=8)
     ax.set(xlabel="population size n", ylabel="log10 P(false match)",

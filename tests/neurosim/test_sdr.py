@@ -147,6 +147,9 @@ def test_optimal_threshold_is_brute_force_minimum():
         (lambda: sdr.union_false_match_probability(100, 20, 10, 5, 0), "m"),
         (lambda: sdr.union_false_match_probability(100, 20, 10, 5, 2, "bogus"), "method"),
         (lambda: sdr.optimal_threshold(100, 20, 10, 5, fp_weight=0), "fp_weight"),
+        (lambda: sdr.active_count(100, 0.0), "sparsity"),
+        (lambda: sdr.active_count(100, 1.0), "sparsity"),
+        (lambda: sdr.active_count(100, -0.2), "sparsity"),
     ],
 )
 def test_bad_input_names_the_field(call, field):
