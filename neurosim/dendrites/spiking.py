@@ -155,7 +155,7 @@ class DendriticNeuron:
         random_state : int or Generator, optional
             Source of the jitter.
         device : str
-            Torch device of the simulation.
+            Torch device of the simulation; ``"auto"`` picks CUDA when present.
         """
         pat = np.asarray(patterns)
         if pat.ndim != 2 or pat.shape[1] != self.n_inputs or pat.dtype != bool:
@@ -174,6 +174,8 @@ class DendriticNeuron:
         step_idx = np.clip(np.round(t_spike / dt_ms), 0, n_steps - 1).astype(np.int64)
 
         # arrivals[b, k, step]: synaptic input spikes reaching segment k at that step
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
         syn = torch.as_tensor(self.synapses, dtype=torch.float32, device=dev)
         src = torch.as_tensor(pat, dtype=torch.float32, device=dev)[:, None, :] * syn[None]

@@ -259,7 +259,7 @@ def _spiking_demo(p: SdrTheoryParams, seed: int, run) -> dict:
     neuron = DendriticNeuron(syn, th)
     pats = np.concatenate([clean[:1], noisy[:1], rand[:1], clean, noisy, rand])
     res = neuron.simulate(pats, duration_ms=80.0, dt_ms=0.1, jitter_ms=0.3, n_record=3,
-                          random_state=rng)
+                          random_state=rng, device=getattr(run, "device", "cpu"))
     det = res.detected[3:]
     p_fm = sdr.false_match_probability(n, a, s, th)
     p_fn = sdr.false_negative_probability(a, s, th, v)
