@@ -178,11 +178,11 @@ def _nmse(y: np.ndarray, ideal: np.ndarray) -> float:
 
 
 def _recovery(err: np.ndarray, trials_at: np.ndarray, change: int, end: int,
-              before: float) -> float:
-    """Trials after ``change`` until the error is within 10% of ``before`` (NaN: not
+              before: float) -> float | None:
+    """Trials after ``change`` until the error is within 10% of ``before`` (None: not
     before ``end``, the next change point)."""
     ok = np.flatnonzero((trials_at > change) & (trials_at <= end) & (err <= 1.1 * before))
-    return float(trials_at[ok[0]] - change) if ok.size else float("nan")
+    return float(trials_at[ok[0]] - change) if ok.size else None
 
 
 def _fig():
@@ -376,8 +376,9 @@ def _what_when(params: WhatWhenParams, run) -> dict:
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for name, ro in (("three_factor", tf2), ("force", fo2)):
         y = _predict(ro, Rqp)
-        # amplitude at the shared latency (each unit's own peak is noisier for small p)
-        amp = y[int(round(p.prob_latency_ms / p.dt_ms))]
+        # amplitude: mean over latency +- target width (a single peak is noisy for small p)
+        win = np.abs(ptask.t_ms - p.prob_latency_ms) <= p.target_width_ms
+        amp = y[win].mean(axis=0)
         fit = scipy.stats.linregress(levels, amp)
         m2[name] = {"amplitudes": amp.tolist(), "slope": float(fit.slope),
                     "intercept": float(fit.intercept), "pearson_r": float(fit.rvalue),
@@ -385,12 +386,12 @@ def _what_when(params: WhatWhenParams, run) -> dict:
         ax.plot(levels, amp, "o-", label=f"{name} (r={fit.rvalue:.3f})")
     ax.plot(levels, levels, "k:", label="y = p")
     ax.set_xlabel("p_k")
-    ax.set_ylabel(f"readout at {p.prob_latency_ms:g} ms")
+    ax.set_ylabel(f"readout, {p.prob_latency_ms:g} +- {p.target_width_ms:g} ms")
     ax.legend(fontsize=7)
-    run.add_figure(fig, "probability", caption="Experiment 2: readout amplitude at the latency "
-                   "on probe trials against the probability of each identity (all identities "
-                   "share one latency, so the probability of k is not conditioned on earlier "
-                   "events).")
+    run.add_figure(fig, "probability", caption="Experiment 2: readout amplitude (mean over the "
+                   "latency +- the target width) on probe trials against the probability of "
+                   "each identity (all identities share one latency, so the probability of k "
+                   "is not conditioned on earlier events).")
     plt.close(fig)
     metrics["probability"] = m2
     run.add_table("probability", [
@@ -453,7 +454,7 @@ def _what_when(params: WhatWhenParams, run) -> dict:
         {"learner": name, "change": kind, "trials_to_recover": m3[name]["trials_to_recover"][i]}
         for name in learners for i, kind in enumerate(["latency", "probability"])],
         caption="Experiment 3: trials after each change point until the error is back within "
-        "10% of its pre-change level (NaN: not within the block).")
+        "10% of its pre-change level (None: not within the block).")
 
     # ---------------------------------------------------------------- verdicts
     tim = m1["three_factor_mae_ms"]
