@@ -150,14 +150,19 @@ class ThreeFactorReadout:
        ``normalize``, ``eta / <|e|^2>`` (normalised LMS; Widrow & Hoff): a scalar that makes
        ``eta`` independent of the reservoir's size and rate.
     5. Offline consolidation between blocks (`consolidate`): the traces ``e(t)`` of the last
-       ``buffer_trials`` trials are stored (every ``store_every_ms``, before the stimulus
-       onset: the anticipatory phase) with the trial outcomes ``o_k``; consolidation replays
-       them ``n_replay`` times with the delta rule
+       ``buffer_trials`` trials are stored (every ``store_every_ms``, until the stimulus
+       onset plus ``store_margin_ms``: the anticipatory phase) with the trial outcomes
+       ``o_k``; consolidation replays them ``n_replay`` times with the delta rule
        ``dW^{what}_{kj} = kappa_t <(o_k - a_k) e_j>`` (``kappa_t`` normalised like ``eta_t``).
        It changes only ``W^{what}``, so the timing (``s_k``) is untouched.
 
     Every update is an outer product of a postsynaptic error with a presynaptic trace: local,
-    no matrix inverse, no backpropagation through time.
+    no matrix inverse, no backpropagation through time. A batch of B trials runs side by side
+    and its updates are averaged, so per trial it learns about B times slower than trials fed
+    one after another: keep batches small (2 in the ``what_when`` job) or raise ``eta``
+    cautiously (the normalised rule is stable for ``eta`` well below 1 per step).
+
+    The readout does not feed back into the reservoir; the reservoir can be run first.
 
     Parameters
     ----------
@@ -177,6 +182,8 @@ class ThreeFactorReadout:
         How many recent trials the consolidation buffer keeps.
     store_every_ms : float
         Sampling interval of the stored traces (ms).
+    store_margin_ms : float
+        Traces are stored until this long after the stimulus onset (ms).
     normalize : bool
         Divide the learning rates by the batch-mean squared trace norm.
     device : str
@@ -202,14 +209,14 @@ class ThreeFactorReadout:
     def __init__(
         self,
         n_outputs: int | None = None,
-        eta: float = 0.05,
-        tau_e_ms: float = 10.0,
+        eta: float = 0.1,
+        tau_e_ms: float = 5.0,
         dt_ms: float = 1.0,
         kappa: float = 0.5,
         n_replay: int = 50,
-        buffer_trials: int = 100,
+        buffer_trials: int = 60,
         store_every_ms: float = 5.0,
-        store_margin_ms: float = 0.0,
+        store_margin_ms: float = 30.0,
         normalize: bool = True,
         device: str = "cpu",
         verbose: bool | None = None,
@@ -241,6 +248,9 @@ class ThreeFactorReadout:
             v = getattr(self, name)
             if int(v) != v or v < 0 or (name == "buffer_trials" and v < 1):
                 raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
+        if not (math.isfinite(self.store_margin_ms) and self.store_margin_ms >= 0):
+            raise ValueError(
+                f"store_margin_ms: expected a finite number >= 0, got {self.store_margin_ms!r}")
         if self.n_outputs is not None and (int(self.n_outputs) != self.n_outputs
                                            or self.n_outputs < 1):
             raise ValueError(f"n_outputs: expected an integer >= 1, got {self.n_outputs!r}")

@@ -457,18 +457,45 @@ def _what_when(params: WhatWhenParams, run) -> dict:
         "10% of its pre-change level (None: not within the block).")
 
     # ---------------------------------------------------------------- verdicts
+    def verdict(ok: bool) -> str:
+        return "HOLDS" if ok else "DOES NOT HOLD"
+
     tim = m1["three_factor_mae_ms"]
-    notes.append(f"Timing: three-factor peak MAE {tim:.1f} ms (FORCE {m1['force_mae_ms']:.1f}"
-                 " ms) on cue-only probe trials.")
-    pr3 = m2["three_factor"]
-    notes.append(f"Probability: amplitude vs p slope {pr3['slope']:.2f}, intercept "
-                 f"{pr3['intercept']:.3f}, Pearson r {pr3['pearson_r']:.3f} (proportionality "
-                 "means r near 1 and intercept near 0).")
+    notes.append(f"1. Timing ({verdict(tim <= 10.0)} at 10 ms): three-factor peak MAE "
+                 f"{tim:.1f} ms (its 'when' factor alone {m1['three_factor_when_mae_ms']:.1f} "
+                 f"ms; FORCE {m1['force_mae_ms']:.1f} ms) on cue-only probe trials. Peaks come "
+                 "early rather than late: part of each target bump was learned from "
+                 "stimulus-evoked activity, absent on probe trials.")
+    pr3, prf = m2["three_factor"], m2["force"]
+    prop = pr3["pearson_r"] >= 0.9 and abs(pr3["intercept"]) <= 0.1 * max(pr3["amplitudes"])
+    notes.append(f"2. Probability ({verdict(prop)}: r >= 0.9 and intercept near 0): "
+                 f"three-factor slope {pr3['slope']:.2f}, intercept {pr3['intercept']:.3f}, "
+                 f"Pearson r {pr3['pearson_r']:.3f}; FORCE slope {prf['slope']:.2f}, r "
+                 f"{prf['pearson_r']:.3f}. Slopes below 1: the reservoir's clock is blurred, so "
+                 "both readouts under-shoot the bump height.")
     r3 = {k: v["trials_to_recover"] for k, v in m3.items()}
-    notes.append(f"Adaptation (trials to recover after latency / probability change): {r3}.")
-    notes.append(f"Subspaces: mean principal angle {m4['mean_angle_deg']:.1f} deg; random "
-                 f"isotropic subspaces {m4['random_isotropic_mean_deg']:.1f} deg, random "
-                 f"activity-based {m4['random_activity_mean_deg']:.1f} deg.")
+    tf_lat, nr_lat = r3["three_factor"][0], r3["force_no_reset"][0]
+    faster = tf_lat is not None and (nr_lat is None or tf_lat < nr_lat)
+    notes.append(f"3. Adaptation (three-factor faster than FORCE without reset after the "
+                 f"latency change: {verdict(faster)}): trials to recover after the latency / "
+                 f"probability change {r3} (None: not within the block). Each learner is "
+                 "measured against its own pre-change error; final errors per block are in "
+                 "metrics (FORCE, with or without reset, reaches a lower absolute error).")
+    near = m4["fraction_activity_below"] >= 0.95
+    notes.append(f"4. Subspaces (more orthogonal than activity-matched random subspaces: "
+                 f"{verdict(near)}): mean principal angle {m4['mean_angle_deg']:.1f} deg; "
+                 f"random isotropic {m4['random_isotropic_mean_deg']:.1f} deg (in high "
+                 f"dimension any two random subspaces are near-orthogonal), random "
+                 f"combinations of reservoir activity {m4['random_activity_mean_deg']:.1f} deg.")
+    notes.append("What was tried (quick settings, 300 cells): the 2003 network as reservoir "
+                 "(asynchronous, no usable clock after the cue: FORCE could not time 150 or 350 "
+                 "ms); noise-free runs (the network fell silent after the cue); the chosen "
+                 "regime: weak coupling plus a heterogeneous tonic bias, where the cue resets "
+                 "the phases of regularly firing cells. For the rule: eta 0.02-0.3, gate floor "
+                 "0.2-1, eligibility 0.5-5 ms, batches of 1-10 trials (the batch averages the "
+                 "update, so large batches learn ~B times slower per trial), consolidation "
+                 "margin 0-60 ms after onset; the error against the ideal moved little (NMSE "
+                 "0.8-0.9).")
     run.add_text("Summary", "\n".join(notes))
     flat = {
         "timing_mae_ms_three_factor": m1["three_factor_mae_ms"],
