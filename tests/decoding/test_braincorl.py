@@ -101,6 +101,8 @@ def test_attention_logit_scaling_matches_hand_computation():
         g, u = blk.w12(blk.norm2(y)).chunk(2, dim=-1)
         ref = y + blk.w3(torch.nn.functional.silu(g) * u)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the last block computes only the read-out token: same numbers
+        torch.testing.assert_close(blk(x, first_only=True), out[:, :1], rtol=1e-5, atol=1e-6)
 
 
 def test_meta_learning_beats_ridge_on_a_new_subject(trained):
