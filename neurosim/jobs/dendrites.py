@@ -12,7 +12,9 @@ context as input, and reports whether dendritic gating curbs forgetting here.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,7 +24,12 @@ from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurosim.dendrites import sdr
-from neurosim.dendrites.continual import MODELS, make_permuted_digits, run_continual
+from neurosim.dendrites.continual import (
+    MODELS,
+    ContinualResult,
+    make_permuted_digits,
+    run_continual,
+)
 from neurosim.dendrites.spiking import DendriticNeuron
 
 # Numenta's exact values behind the paper's figures (numenta/htmresearch, projects/sdr_paper:
@@ -356,23 +363,54 @@ class ContinualParams(BaseModel):
     )
 
 
+def _save_result(path: Path, res: ContinualResult) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, model=res.model, accuracy_matrix=res.accuracy_matrix,
+             trace_steps=res.trace_steps, trace_task=res.trace_task,
+             trace_accuracy=res.trace_accuracy, context_accuracy=res.context_accuracy,
+             n_parameters=res.n_parameters)
+    tmp.replace(path)  # atomic: a killed run never leaves half a checkpoint
+
+
+def _load_result(path: Path) -> ContinualResult:
+    with np.load(path) as z:
+        res = ContinualResult(str(z["model"]), z["accuracy_matrix"], z["trace_steps"],
+                              z["trace_task"], z["trace_accuracy"],
+                              float(z["context_accuracy"]), int(z["n_parameters"]))
+    res.metrics = {"final_accuracy_all_tasks": float(res.seen_accuracy()[-1]),
+                   "forgetting": res.forgetting(), "stability_gap": res.stability_gap()}
+    return res
+
+
 def dendrites_continual(params: ContinualParams, run) -> dict:
     """Forgetting curves, accuracy table and stability gap: dendrites vs MLP baselines."""
     results: dict[str, list] = {m: [] for m in params.models}
     jobs = [(seed, m) for seed in range(params.n_seeds) for m in params.models]
+    # one checkpoint per (network, seed), keyed by the parameters that shape it, so that
+    # a resumed run skips what is done and a changed config never reuses stale results
+    key = hashlib.sha1(
+        params.model_dump_json(exclude={"models", "n_seeds", "num_threads"}).encode()
+    ).hexdigest()[:10]
+    ckpt_dir = Path(run.checkpoint_dir)
     threads = torch.get_num_threads()
     if params.num_threads is not None:
         torch.set_num_threads(params.num_threads)
     try:
         for seed_offset, model in run.progress(jobs, total=len(jobs), desc="networks"):
             seed = run.seed + seed_offset
-            data = make_permuted_digits(params.n_tasks, random_state=seed)
-            res = run_continual(
-                data, model, params.hidden_sizes, None, params.kw_percent_on, params.variant,
-                params.context, params.epochs_per_task, params.batch_size, params.lr,
-                params.eval_every, dendrite_init_gain=params.dendrite_init_gain,
-                random_state=seed,
-            )
+            ckpt = ckpt_dir / f"continual_{model}_seed{seed}_{key}.npz"
+            if ckpt.exists():
+                res = _load_result(ckpt)
+                run.log(f"{model} seed {seed}: resumed from {ckpt.name}")
+            else:
+                data = make_permuted_digits(params.n_tasks, random_state=seed)
+                res = run_continual(
+                    data, model, params.hidden_sizes, None, params.kw_percent_on,
+                    params.variant, params.context, params.epochs_per_task, params.batch_size,
+                    params.lr, params.eval_every, dendrite_init_gain=params.dendrite_init_gain,
+                    random_state=seed,
+                )
+                _save_result(ckpt, res)
             run.log(f"{model} seed {seed}: " + ", ".join(
                 f"{k}={v:.3f}" for k, v in res.metrics.items() if isinstance(v, float)))
             results[model].append(res)

@@ -133,7 +133,8 @@ def test_bad_arguments_name_the_field(kwargs, field):
         run_continual(data, **kwargs)
 
 
-def test_continual_job_smoke(tmp_path):
+def test_continual_job_smoke(tmp_path, monkeypatch):
+    import neurosim.jobs.dendrites as job
     from neurosim.jobs.dendrites import ContinualParams, dendrites_continual
 
     params = ContinualParams(n_tasks=2, hidden_sizes=[16], kw_percent_on=0.25,
@@ -147,6 +148,16 @@ def test_continual_job_smoke(tmp_path):
         assert row["after 2"] == pytest.approx(metrics[m]["final_accuracy_all_tasks"], abs=5e-4)
     assert {"forgetting_curves", "accuracy_matrices"} <= set(run.figures)
     assert "Does dendritic gating curb forgetting?" in run.texts
+    # a resumed run reads the checkpoints (trains nothing) and reports the same numbers
+    assert len(list(tmp_path.glob("continual_*.npz"))) == 4
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("resumed run retrained a network")
+
+    monkeypatch.setattr(job, "run_continual", no_training)
+    again = dendrites_continual(params, StandInRun(tmp_path))
+    for m in ["dendritic", "mlp"]:
+        assert again[m] == pytest.approx(metrics[m])
 
 
 def test_sdr_theory_job_smoke(tmp_path):
