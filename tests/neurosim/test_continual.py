@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -165,7 +167,8 @@ def test_sdr_theory_job_smoke(tmp_path):
 
     from neurosim.jobs.dendrites import SdrTheoryParams, sdr_theory
 
-    cfg = yaml.safe_load(open("configs/sim/sdr_theory.yaml"))
+    config = Path(__file__).resolve().parents[2] / "configs" / "sim" / "sdr_theory.yaml"
+    cfg = yaml.safe_load(config.read_text())
     params = SdrTheoryParams(**{**cfg["params"], **cfg["smoke"]})
     run = StandInRun(tmp_path)
     metrics = sdr_theory(params, run)
