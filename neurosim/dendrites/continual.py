@@ -480,12 +480,11 @@ def run_continual(
             for m in net.modules():
                 if isinstance(m, KWinners):
                     m.update_boost_strength()
-        R[t] = np.nan_to_num(evaluate(t), nan=0.0)
-        R[t, t + 1 :] = np.nan
+        acc = evaluate(t)
+        R[t, : t + 1] = acc[: t + 1]  # unseen tasks stay 0 in R
         steps.append(step)
         tasks.append(t)
-        trace.append(evaluate(t))
-    R = np.where(np.isnan(R), 0.0, R)
+        trace.append(acc)
     trace_acc = np.array(trace) if trace else np.zeros((0, T))
     result = ContinualResult(
         model=model,
