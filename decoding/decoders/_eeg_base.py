@@ -148,7 +148,8 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable class, shape (n_epochs,)."""
-        return self.classes_[self._logits(X).argmax(axis=1)]
+        logits = self._logits(X)
+        return self.classes_[logits.argmax(axis=1)]
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Accuracy (``y=None`` takes ``X.labels[self.target]``)."""
