@@ -226,14 +226,23 @@ def braincorl(params: BraInCoRLParams, run) -> dict:
 
     # -- curve figure -----------------------------------------------------------------------
     focus = "higher" if "higher" in rois else "all"
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, rname in zip(axes, ["all", focus], strict=False):
-        for mname, colour in (("braincorl", "C3"), ("ridge", "C0")):
-            ax.plot(sizes, curves[(mname, rname)], "o-", color=colour, label=mname)
-        ax.set(xscale="log", xlabel="context images", ylabel="explained variance",
-               title=f"{held}: {rname} voxels")  # fmt: skip
-        ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.legend()
+    kinds = [("ev", "explained variance")]
+    if nc is not None:
+        kinds.append(("ev_over_nc", "EV / noise ceiling"))
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.6 * len(kinds)), squeeze=False)
+    for (key, label), ax_row in zip(kinds, axes, strict=True):
+        for ax, rname in zip(ax_row, ["all", focus], strict=True):
+            for mname, colour in (("braincorl", "C3"), ("ridge", "C0")):
+                ys = [next(r[key] for r in rows if r["model"] == mname and r["roi"] == rname
+                           and r["n_context"] == n) for n in sizes]  # fmt: skip
+                ax.plot(sizes, [np.nan if y is None else y for y in ys], "o-", color=colour,
+                        label=mname)
+            ax.set(xscale="log", xlabel="context images", ylabel=label,
+                   title=f"{held}: {rname} voxels")  # fmt: skip
+            ax.minorticks_off()
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.axhline(0, color="0.8", lw=0.8)
+            ax.legend()
     fig.tight_layout()
     run.add_figure(fig, "data_efficiency", caption=(
         "Data efficiency (Yu et al. 2025, Fig. 1d): EV on shared test images vs number of "
@@ -304,13 +313,14 @@ def braincorl(params: BraInCoRLParams, run) -> dict:
                 plt.get_cmap("tab10").colors[: len(SHAPE_CLASSES)])
             disp = plotting.plot_roi(
                 sub.to_img(vals), bg_img=bg, display_mode="z", cut_coords=(-20, -12, -4, 4),
-                cmap=cmap, figure=fig, vmin=1, vmax=len(SHAPE_CLASSES),
+                cmap=cmap, figure=fig, vmin=1, vmax=len(SHAPE_CLASSES), colorbar=False,
                 title=f"preferred shape class (BraInCoRL, {n_map} images)",
             )  # fmt: skip
             del disp
             handles = [matplotlib.patches.Patch(color=cmap(i), label=c)
                        for i, c in enumerate(SHAPE_CLASSES)]  # fmt: skip
-            fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=7, frameon=False)
+            fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=7, frameon=False,
+                       labelcolor="w")  # nilearn draws on black
             run.add_figure(fig, "selectivity", caption=(
                 "Selectivity of higher-visual voxels: the shape class with the largest mean "
                 "predicted response (BraInCoRL weights from in-context images), as in the "
