@@ -11,13 +11,26 @@ Design (the known means of fast SNN simulation in PyTorch, REFERENCES Part A 4.3
   (``index_add_``); sparse weights are held as fixed-width padded rows ("ELL" format) so that
   a 100k-neuron reservoir with 100 synapses per cell costs 80 MB;
 - spikes are recorded as (step, trial, neuron) indices, never as a dense raster;
-- ``kernel="cpp"`` (CPU) runs whole chunks of steps in a small C++ kernel compiled on first
-  use with ``torch.utils.cpp_extension`` (the per-step Python and dispatch overhead of ~25
-  tensor operations dominates at 1k neurons); it performs the same floating-point
-  operations in the same order, so its spikes are bit-identical to the eager path's.
+- ``kernel="cpp"`` (CPU) runs whole chunks of steps in a small C++ kernel (plain C++, no
+  torch headers: compiled in seconds on first use, cached on disk, called through ctypes;
+  the per-step Python and dispatch overhead of ~25 tensor operations dominates at 1k
+  neurons). It performs the same floating-point operations in the same order, so its
+  spikes are bit-identical to the eager path's; trials run in parallel threads when torch
+  has more than one; its spikes come out already sorted (no final sort).
+- ``noise_rng="xoshiro"`` (with ``kernel="cpp"``) draws the thalamic noise inside the kernel
+  instead of with ``torch.randn``, which was most of the kernel's run time: xoshiro128+
+  (Blackman & Vigna 2018) in 64 SIMD lanes per trial, seeded by splitmix64 of
+  ``(seed, trial)`` (so a trial's stream does not depend on the batch size or the thread
+  count), and the Box-Muller transform of its top 24 / 25 bits with float32 polynomial
+  log / sin / cos (Cephes), vectorised (~1 ns per normal against ~10 ns for torch.randn).
+  The streams differ from ``torch.randn``'s, the distribution does not (standard normal
+  to float32 accuracy, tails cut at 5.6 sigma, P = 2e-8): only statistics can then be
+  compared with the eager path (tests/neurosim/test_torch_kernel.py). Noise-free runs are
+  unaffected (bit-identical to eager and Brian2).
 
-The noise and the input current of a chunk of steps are drawn / projected at once, so both
-paths see the same numbers; a run is reproducible from ``seed``.
+With ``noise_rng="torch"`` (default) the noise and the input current of a chunk of steps are
+drawn / projected at once, so both paths see the same numbers; a run is reproducible from
+``seed`` with either generator.
 
 The update order is the one documented in :mod:`neurosim.network` and matches the Brian2
 engine step for step.
@@ -25,8 +38,14 @@ engine step for step.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import platform
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +126,7 @@ def simulate_torch(
     check_every: int = 100,
     num_threads: int | None = None,
     kernel: str = "eager",
+    noise_rng: str = "torch",
 ) -> SpikeRecord:
     """Run ``model`` with the torch engine; see :meth:`NetworkModel.run` for the arguments.
 
@@ -116,8 +136,13 @@ def simulate_torch(
     ``batch * n_neurons <= 100_000``: per-step tensors that small are slower when split
     across threads (measured 10x slower with 2 threads on a busy 2-core machine).
     ``kernel="cpp"`` (CPU only) runs the steps in a C++ kernel compiled on first use
-    (about a minute, then cached by torch), several times faster at small sizes; it computes
-    exactly what the default ``"eager"`` path computes.
+    (seconds, then cached; see :func:`load_kernel`), several times faster; it computes
+    exactly what the default ``"eager"`` path computes, its trials in parallel when
+    ``num_threads > 1``.
+    ``noise_rng`` chooses the generator of the thalamic noise: ``"torch"`` (default:
+    ``torch.randn`` with a ``torch.Generator`` seeded by ``seed``, the same numbers for both
+    kernels) or ``"xoshiro"`` (``kernel="cpp"`` only: drawn inside the kernel, see
+    :func:`load_kernel`; several times faster, same statistics, different numbers).
     """
     spec = prepare_run(model, duration_ms, dt_ms, inputs, batch, record)
     if dtype not in _DTYPES:
@@ -127,6 +152,10 @@ def simulate_torch(
         raise ValueError(f"kernel: expected 'eager' or 'cpp', got {kernel!r}")
     if kernel == "cpp" and dev.type != "cpu":
         raise ValueError(f"kernel: 'cpp' runs on the CPU only, got device {str(dev)!r}")
+    if noise_rng not in ("torch", "xoshiro"):
+        raise ValueError(f"noise_rng: expected 'torch' or 'xoshiro', got {noise_rng!r}")
+    if noise_rng == "xoshiro" and kernel != "cpp":
+        raise ValueError(f"noise_rng: 'xoshiro' needs kernel='cpp', got kernel={kernel!r}")
     if num_threads is None and dev.type == "cpu" and spec.batch * model.n_neurons <= 100_000:
         num_threads = 1
     old_threads = torch.get_num_threads()
@@ -137,31 +166,103 @@ def simulate_torch(
     t0 = time.perf_counter()
     try:
         rec = _simulate(model, spec, dev, _DTYPES[dtype], seed, noise, verbose, check_every,
-                        kernel)
+                        kernel, noise_rng)
     finally:
         torch.set_num_threads(old_threads)
     rec.info = {"engine": "torch", "device": str(dev), "dtype": dtype,
                 "threads": num_threads or old_threads, "kernel": kernel,
+                "noise_rng": noise_rng,
                 "wall_s": time.perf_counter() - t0}
     return rec
 
 
 _KERNEL_SOURCE = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <vector>
+// neurosim: C++ CPU kernel of the torch engine (plain C ABI, loaded with ctypes).
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
 
-// One chunk of steps of a batch of Izhikevich networks, the same arithmetic in the same order
-// as the eager path (compiled with -ffp-contract=off: no fused multiply-adds).
-// Pass A over the neurons of one trial, branch-free so that the compiler vectorises it:
-// input current (I_in + I_noise) + I_syn, NSUB Euler steps of v, u from the new v, decay of
-// I_syn, running minimum of v (divergence check).
+namespace {
+
+// ---- thalamic noise: xoshiro128+ in L independent lanes, Box-Muller ------------------------
+constexpr int L = 64;
+struct Lanes { uint32_t s0[L], s1[L], s2[L], s3[L]; };  // one per trial
+
+inline void next_u32(Lanes& st, uint32_t* __restrict__ out) {
+  for (int l = 0; l < L; ++l) {  // xoshiro128+ (Blackman & Vigna 2018), one step per lane
+    const uint32_t r = st.s0[l] + st.s3[l];
+    const uint32_t t = st.s1[l] << 9;
+    st.s2[l] ^= st.s0[l]; st.s3[l] ^= st.s1[l]; st.s1[l] ^= st.s2[l]; st.s0[l] ^= st.s3[l];
+    st.s2[l] ^= t;
+    st.s3[l] = (st.s3[l] << 11) | (st.s3[l] >> 21);
+    out[l] = r;
+  }
+}
+
+// 2L standard normals: Box-Muller on the top bits (xoshiro128+'s low bits are weak), with
+// branch-free Cephes polynomials for log, sin and cos (float32-accurate) so that it vectorises.
+inline void normals(Lanes& st, float* __restrict__ z) {
+  uint32_t r1[L], r2[L];
+  next_u32(st, r1);
+  next_u32(st, r2);
+  for (int l = 0; l < L; ++l) {
+    const float u1 = (float)(int32_t)((r1[l] >> 8) + 1u) * 5.9604644775390625e-8f;  // (0, 1]
+    int32_t bits = __builtin_bit_cast(int32_t, u1);
+    const int32_t e0 = ((bits >> 23) & 0xff) - 126;  // u1 = m 2^e, m in [0.5, 1)
+    const float m = __builtin_bit_cast(float, (bits & 0x807fffff) | 0x3f000000);
+    const int32_t lo = m < 0.70710678118654752f;  // then use 2m in [1, sqrt 2) and e - 1
+    const float x = (m + m * (float)lo) - 1.0f;
+    const float fe = (float)(e0 - lo);
+    const float zz = x * x;
+    float y = 7.0376836292e-2f;
+    y = y * x - 1.1514610310e-1f; y = y * x + 1.1676998740e-1f;
+    y = y * x - 1.2420140846e-1f; y = y * x + 1.4249322787e-1f;
+    y = y * x - 1.6668057665e-1f; y = y * x + 2.0000714765e-1f;
+    y = y * x - 2.4999993993e-1f; y = y * x + 3.3333331174e-1f;
+    y = y * x * zz;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * zz;
+    const float ln = x + y + 0.693359375f * fe;  // ln(u1) <= 0 (Cephes logf)
+    const float rad = std::sqrt(2.0f * std::fabs(ln));
+    // angle = q pi/2 + w, q uniform in {0..3}, w uniform in [-pi/4, pi/4): uniform on the circle
+    const int32_t q = (int32_t)(r2[l] >> 30);
+    const float w = ((float)(int32_t)((r2[l] >> 7) & 0x7fffffu) * 1.1920928955078125e-7f - 0.5f)
+                    * 1.57079632679489662f;
+    const float w2 = w * w;
+    const float s = ((-1.9515295891e-4f * w2 + 8.3321608736e-3f) * w2 - 1.6666654611e-1f) * w2 * w
+                    + w;
+    const float c = ((2.443315711809948e-5f * w2 - 1.388731625493765e-3f) * w2
+                     + 4.166664568298827e-2f) * w2 * w2 - 0.5f * w2 + 1.0f;
+    // rotation by q quarter turns: (c, s), (-s, c), (-c, -s), (s, -c), with bit operations
+    const int32_t swap = -(q & 1);
+    const int32_t cb = __builtin_bit_cast(int32_t, c), sb = __builtin_bit_cast(int32_t, s);
+    const int32_t c1 = ((cb & ~swap) | (sb & swap)) ^ ((((q + 1) >> 1) & 1) << 31);
+    const int32_t s1 = ((sb & ~swap) | (cb & swap)) ^ ((q >> 1) << 31);
+    z[l] = rad * __builtin_bit_cast(float, c1);
+    z[L + l] = rad * __builtin_bit_cast(float, s1);
+  }
+}
+
+inline uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// ---- neuron update ------------------------------------------------------------------------
+// The same arithmetic in the same order as the eager path (compiled with -ffp-contract=off:
+// no fused multiply-adds), branch-free so that it vectorises: input current
+// (I_in + I_noise) + I_syn, NSUB Euler steps of v, u from the new v, decay of I_syn, running
+// minimum of v (divergence check).
 template <typename T, int NSUB, bool NOISE, bool DRIVE>
-inline void izh_pass(T* __restrict__ vv, T* __restrict__ uu, T* __restrict__ is,
-                     T* __restrict__ vm, const T* __restrict__ nz, const T* __restrict__ dr,
-                     const T* __restrict__ a, const T* __restrict__ b, T h, T dt, T decay,
-                     int64_t N, int64_t nsub) {
+void izh_pass(T* __restrict__ vv, T* __restrict__ uu, T* __restrict__ is, T* __restrict__ vm,
+              const T* __restrict__ nz, const T* __restrict__ dr, const T* __restrict__ a,
+              const T* __restrict__ b, T h, T dt, T decay, int64_t N, int64_t nsub) {
   for (int64_t j = 0; j < N; ++j) {
     T in = NOISE ? nz[j] : (T)0;
     if (DRIVE) in = dr[j] + in;
@@ -180,8 +281,8 @@ inline void izh_pass(T* __restrict__ vv, T* __restrict__ uu, T* __restrict__ is,
 }
 
 template <typename T, int NSUB>
-inline void izh_dispatch(T* vv, T* uu, T* is, T* vm, const T* nz, const T* dr, const T* a,
-                         const T* b, T h, T dt, T decay, int64_t N, int64_t nsub) {
+void izh_dispatch(T* vv, T* uu, T* is, T* vm, const T* nz, const T* dr, const T* a, const T* b,
+                  T h, T dt, T decay, int64_t N, int64_t nsub) {
   if (nz && dr) izh_pass<T, NSUB, true, true>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
   else if (nz) izh_pass<T, NSUB, true, false>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
   else if (dr) izh_pass<T, NSUB, false, true>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
@@ -189,110 +290,269 @@ inline void izh_dispatch(T* vv, T* uu, T* is, T* vm, const T* nz, const T* dr, c
 }
 
 template <typename T>
-void chunk_impl(T* __restrict__ v, T* __restrict__ u, T* __restrict__ isyn,
-                const T* __restrict__ a, const T* __restrict__ b, const T* c, const T* d,
-                const T* __restrict__ noise, int64_t noise_every, const T* drive, const T* wd,
-                const int64_t* ecol, const T* evals, int64_t K, T* vrec, int64_t rec_steps,
-                int64_t rec_k0, T* vmin, int64_t B, int64_t N, int64_t S, int64_t k0, T dt,
-                int64_t nsub, T vpeak, T decay, std::vector<std::vector<int64_t>>& out) {
-  const T h = dt / (T)nsub;
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<int64_t> fired;
-    fired.reserve(N);
-    for (int64_t tr = b0; tr < b1; ++tr) {
-      T* __restrict__ vv = v + tr * N;
-      T* __restrict__ uu = u + tr * N;
-      T* __restrict__ is = isyn + tr * N;
-      T* vm = vmin + tr * N;
-      auto& rec = out[tr];
-      for (int64_t s = 0; s < S; ++s) {
-        const T* nz = noise ? noise + ((s / noise_every) * B + tr) * N : nullptr;
-        const T* dr = drive ? drive + (tr * S + s) * N : nullptr;
-        if (vrec) {
-          T* dst = vrec + (tr * rec_steps + rec_k0 + s) * N;
-          for (int64_t j = 0; j < N; ++j) dst[j] = vv[j];
-        }
-        if (nsub == 1) izh_dispatch<T, 1>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
-        else if (nsub == 2) izh_dispatch<T, 2>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
-        else izh_dispatch<T, 0>(vv, uu, is, vm, nz, dr, a, b, h, dt, decay, N, nsub);
-        // pass B: threshold (few cells fire), propagation of their rows, reset
-        fired.clear();
-        for (int64_t j = 0; j < N; ++j) if (vv[j] >= vpeak) fired.push_back(j);
-        for (int64_t p : fired) {
-          rec.push_back(k0 + s); rec.push_back(p);
-          if (wd) {
-            const T* row = wd + p * N;
-            for (int64_t j = 0; j < N; ++j) is[j] = is[j] + row[j];
-          } else {
-            const int64_t* cols = ecol + p * K; const T* vals = evals + p * K;
-            for (int64_t q = 0; q < K; ++q) is[cols[q]] = is[cols[q]] + vals[q];
-          }
-          vv[p] = c[p]; uu[p] = uu[p] + d[p];
-        }
-      }
-    }
-  });
-}
+struct Args {
+  T *v, *u, *isyn;
+  const T *a, *b, *c, *d;
+  const T* noise; int64_t noise_every;  // pre-drawn noise (n_draws, B, N) or null
+  const T* sigma; uint32_t* rng;        // in-kernel noise: std (N,), lane states (B, 4L)
+  const T* drive;                       // (B, S, N) or null
+  const T* wd;                          // dense weights (N, N) or null
+  const int64_t* ecol; const T* evals; int64_t K;  // padded sparse rows (N, K)
+  T* vrec; int64_t rec_steps, rec_k0;
+  T* vmin;
+  int64_t B, N, S, k0;
+  T dt; int64_t nsub; T vpeak, decay;
+};
 
-template <typename T> const T* ptr_or_null(const torch::Tensor& t) {
-  return t.numel() ? t.data_ptr<T>() : nullptr;
-}
-
-std::vector<torch::Tensor> run_chunk(torch::Tensor v, torch::Tensor u, torch::Tensor isyn,
-    torch::Tensor a, torch::Tensor b, torch::Tensor c, torch::Tensor d, torch::Tensor noise,
-    int64_t noise_every, torch::Tensor drive, torch::Tensor wd, torch::Tensor ecol,
-    torch::Tensor evals, torch::Tensor vrec, int64_t rec_k0, torch::Tensor vmin, int64_t S,
-    int64_t k0, double dt, int64_t nsub, double vpeak, double decay) {
-  const int64_t B = v.size(0), N = v.size(1);
-  const int64_t K = ecol.numel() ? ecol.size(1) : 0;
-  const int64_t rec_steps = vrec.numel() ? vrec.size(1) : 0;
-  std::vector<std::vector<int64_t>> out(B);
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "run_chunk", [&] {
-    chunk_impl<scalar_t>(v.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-        isyn.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-        c.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(noise),
-        noise_every, ptr_or_null<scalar_t>(drive), ptr_or_null<scalar_t>(wd),
-        ecol.numel() ? ecol.data_ptr<int64_t>() : nullptr, ptr_or_null<scalar_t>(evals), K,
-        vrec.numel() ? vrec.data_ptr<scalar_t>() : nullptr, rec_steps, rec_k0,
-        vmin.data_ptr<scalar_t>(), B, N, S, k0, (scalar_t)dt, nsub, (scalar_t)vpeak,
-        (scalar_t)decay, out);
-  });
-  std::vector<torch::Tensor> res;
-  for (int64_t tr = 0; tr < B; ++tr) {
-    auto t = torch::empty({(int64_t)out[tr].size() / 2, 2}, torch::kInt64);
-    std::copy(out[tr].begin(), out[tr].end(), t.data_ptr<int64_t>());
-    res.push_back(t);
+template <typename T>
+void run_trial(const Args<T>& A, int64_t tr, std::vector<int64_t>& rec) {
+  const int64_t N = A.N, S = A.S;
+  const T h = A.dt / (T)A.nsub;
+  T* __restrict__ vv = A.v + tr * N;
+  T* __restrict__ uu = A.u + tr * N;
+  T* __restrict__ is = A.isyn + tr * N;
+  T* vm = A.vmin + tr * N;
+  std::vector<int64_t> fired;
+  fired.reserve(256);
+  std::vector<float> zf;
+  std::vector<T> nzb;
+  Lanes* st = nullptr;
+  if (A.sigma) {
+    zf.resize((N + 2 * L - 1) / (2 * L) * (2 * L));
+    nzb.resize(N);
+    st = reinterpret_cast<Lanes*>(A.rng + tr * 4 * L);
   }
-  return res;
+  for (int64_t s = 0; s < S; ++s) {
+    const T* nz = nullptr;
+    if (A.noise) {
+      nz = A.noise + ((s / A.noise_every) * A.B + tr) * N;
+    } else if (A.sigma) {
+      if (s % A.noise_every == 0) {
+        for (int64_t j0 = 0; j0 < N; j0 += 2 * L) normals(*st, zf.data() + j0);
+        const float* __restrict__ zp = zf.data();
+        T* __restrict__ np_ = nzb.data();
+        for (int64_t j = 0; j < N; ++j) np_[j] = A.sigma[j] * (T)zp[j];
+      }
+      nz = nzb.data();
+    }
+    const T* dr = A.drive ? A.drive + (tr * S + s) * N : nullptr;
+    if (A.vrec) {
+      T* dst = A.vrec + (tr * A.rec_steps + A.rec_k0 + s) * N;
+      std::memcpy(dst, vv, sizeof(T) * N);
+    }
+    const T dt = A.dt, decay = A.decay;
+    if (A.nsub == 1) izh_dispatch<T, 1>(vv, uu, is, vm, nz, dr, A.a, A.b, h, dt, decay, N, 1);
+    else if (A.nsub == 2) izh_dispatch<T, 2>(vv, uu, is, vm, nz, dr, A.a, A.b, h, dt, decay, N, 2);
+    else izh_dispatch<T, 0>(vv, uu, is, vm, nz, dr, A.a, A.b, h, dt, decay, N, A.nsub);
+    // threshold: a vectorised any() per block of 64 cells, then a scan of the blocks with hits
+    fired.clear();
+    const T vpeak = A.vpeak;
+    for (int64_t j0 = 0; j0 < N; j0 += 64) {
+      const int64_t j1 = std::min<int64_t>(N, j0 + 64);
+      int hit = 0;
+      for (int64_t j = j0; j < j1; ++j) hit |= (vv[j] >= vpeak);
+      if (hit) for (int64_t j = j0; j < j1; ++j) if (vv[j] >= vpeak) fired.push_back(j);
+    }
+    // event-driven propagation: add the rows of the cells that fired, then reset them
+    for (int64_t p : fired) {
+      rec.push_back(A.k0 + s); rec.push_back(p);
+      if (A.wd) {
+        const T* __restrict__ row = A.wd + p * N;
+        for (int64_t j = 0; j < N; ++j) is[j] = is[j] + row[j];
+      } else {
+        const int64_t* cols = A.ecol + p * A.K; const T* vals = A.evals + p * A.K;
+        for (int64_t q = 0; q < A.K; ++q) is[cols[q]] = is[cols[q]] + vals[q];
+      }
+      vv[p] = A.c[p]; uu[p] = uu[p] + A.d[p];
+    }
+  }
+}
+
+template <typename T>
+int64_t run_chunk(const Args<T>& A, int64_t n_threads, int64_t** out) {
+  std::vector<std::vector<int64_t>> rec(A.B);
+  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(n_threads, A.B));
+  if (nt == 1) {
+    for (int64_t tr = 0; tr < A.B; ++tr) run_trial(A, tr, rec[tr]);
+  } else {
+    std::vector<std::thread> pool;
+    for (int64_t w = 0; w < nt; ++w)
+      pool.emplace_back([&, w] {
+        for (int64_t tr = w; tr < A.B; tr += nt) run_trial(A, tr, rec[tr]);
+      });
+    for (auto& t : pool) t.join();
+  }
+  // merge into (step, trial, neuron) rows ordered by step, trial, neuron
+  int64_t total = 0;
+  for (auto& r : rec) total += (int64_t)r.size() / 2;
+  int64_t* o = (int64_t*)std::malloc(sizeof(int64_t) * 3 * std::max<int64_t>(total, 1));
+  std::vector<size_t> cur(A.B, 0);
+  int64_t n = 0;
+  for (int64_t s = 0; s < A.S && n < total; ++s) {
+    for (int64_t tr = 0; tr < A.B; ++tr) {
+      const auto& r = rec[tr];
+      size_t i = cur[tr];
+      while (i < r.size() && r[i] == A.k0 + s) {
+        o[3 * n] = r[i]; o[3 * n + 1] = tr; o[3 * n + 2] = r[i + 1]; ++n; i += 2;
+      }
+      cur[tr] = i;
+    }
+  }
+  *out = o;
+  return total;
+}
+
+}  // namespace
+
+#define NEUROSIM_EXPORT(NAME, T)                                                              \
+  extern "C" int64_t NAME(T* v, T* u, T* isyn, const T* a, const T* b, const T* c, const T* d, \
+      const T* noise, int64_t noise_every, const T* sigma, uint32_t* rng, const T* drive,      \
+      const T* wd, const int64_t* ecol, const T* evals, int64_t K, T* vrec, int64_t rec_steps, \
+      int64_t rec_k0, T* vmin, int64_t B, int64_t N, int64_t S, int64_t k0, double dt,         \
+      int64_t nsub, double vpeak, double decay, int64_t n_threads, int64_t** out) {            \
+    Args<T> A{v, u, isyn, a, b, c, d, noise, noise_every, sigma, rng, drive, wd, ecol, evals,  \
+              K, vrec, rec_steps, rec_k0, vmin, B, N, S, k0, (T)dt, nsub, (T)vpeak, (T)decay}; \
+    return run_chunk<T>(A, n_threads, out);                                                    \
+  }
+
+NEUROSIM_EXPORT(neurosim_izh_chunk_f32, float)
+NEUROSIM_EXPORT(neurosim_izh_chunk_f64, double)
+
+extern "C" void neurosim_free(int64_t* p) { std::free(p); }
+
+// Lane states of the noise generator of trials [t0, t0 + B): splitmix64 of (seed, trial), so
+// that trial b's stream depends on the seed and b only (not on the batch size or threads).
+extern "C" void neurosim_seed(uint32_t* state, int64_t t0, int64_t B, uint64_t seed) {
+  for (int64_t tr = 0; tr < B; ++tr) {
+    uint64_t x = seed * 0xD1B54A32D192ED03ull ^ (uint64_t)(t0 + tr) * 0x9E3779B97F4A7C15ull;
+    for (int w = 0; w < 4 * L; w += 2) {
+      const uint64_t z = splitmix64(x);
+      state[tr * 4 * L + w] = (uint32_t)z;
+      state[tr * 4 * L + w + 1] = (uint32_t)(z >> 32);
+    }
+  }
 }
 """
 
-_KERNEL = None
-# steps per chunk: the noise of a chunk has about this many elements
+_KERNEL: Any = None
+_KERNEL_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math",
+                 "-fno-math-errno", "-std=c++17", "-fPIC", "-shared", "-pthread"]
+# steps per chunk: the pre-drawn noise of a chunk has about this many elements
 _CHUNK_ELEMENTS = 1 << 22
+_LANES = 64  # lanes of the in-kernel noise generator (L in the C++ source)
 
 
-def load_kernel(verbose: bool = False) -> Any:
-    """Compile (first call; cached on disk by torch) and return the C++ CPU kernel module.
+class _Kernel:
+    """The compiled kernel (a shared library without torch headers, called through ctypes)."""
 
-    The kernel runs chunks of steps of the whole batch in C++ (one Python call per chunk
-    instead of ~25 tensor operations per step), with the arithmetic of the eager path.
+    def __init__(self, path: Path) -> None:
+        import ctypes
+
+        lib = ctypes.CDLL(str(path))
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        for name in ("neurosim_izh_chunk_f32", "neurosim_izh_chunk_f64"):
+            fn = getattr(lib, name)
+            fn.restype = i64
+            fn.argtypes = ([p] * 8 + [i64] + [p] * 6 + [i64, p, i64, i64, p] + [i64] * 4
+                           + [ctypes.c_double, i64, ctypes.c_double, ctypes.c_double, i64,
+                              ctypes.POINTER(ctypes.POINTER(i64))])
+        lib.neurosim_free.argtypes = [p]
+        lib.neurosim_seed.argtypes = [p, i64, i64, ctypes.c_uint64]
+        self.lib, self.path, self._ct = lib, path, ctypes
+
+    def seed(self, batch: int, seed: int) -> torch.Tensor:
+        """Lane states (batch, 4 * lanes) of the noise generator; trial b's depend on (seed, b)."""
+        state = torch.empty((batch, 4 * _LANES), dtype=torch.int32)
+        self.lib.neurosim_seed(state.data_ptr(), 0, batch, int(seed) % (1 << 64))
+        return state
+
+    def run_chunk(self, tensors: dict[str, torch.Tensor | None], ints: dict[str, Any]
+                  ) -> torch.Tensor:
+        """Run ``ints["S"]`` steps in place; spikes (n, 3): step, trial, neuron, sorted."""
+        ct = self._ct
+
+        def ptr(name: str) -> int | None:
+            t = tensors.get(name)
+            if t is None or t.numel() == 0:
+                return None
+            if not t.is_contiguous():
+                raise RuntimeError(f"kernel argument {name} is not contiguous")
+            return t.data_ptr()
+
+        v = tensors["v"]
+        fn = (self.lib.neurosim_izh_chunk_f64 if v.dtype == torch.float64
+              else self.lib.neurosim_izh_chunk_f32)
+        out = ct.POINTER(ct.c_int64)()
+        n = fn(ptr("v"), ptr("u"), ptr("isyn"), ptr("a"), ptr("b"), ptr("c"), ptr("d"),
+               ptr("noise"), ints["noise_every"], ptr("sigma"), ptr("rng"), ptr("drive"),
+               ptr("wd"), ptr("ecol"), ptr("evals"), ints["K"], ptr("vrec"),
+               ints["rec_steps"], ints["rec_k0"], ptr("vmin"), v.shape[0], v.shape[1],
+               ints["S"], ints["k0"], ints["dt"], ints["nsub"], ints["vpeak"], ints["decay"],
+               ints["threads"], ct.byref(out))
+        try:
+            arr = (np.ctypeslib.as_array(out, shape=(n, 3)).copy() if n
+                   else np.zeros((0, 3), dtype=np.int64))
+        finally:
+            self.lib.neurosim_free(out)
+        return torch.from_numpy(arr)
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("NEUROSIM_KERNEL_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("neurosim")) / "kernels"
+
+
+def load_kernel(verbose: bool = False) -> _Kernel:
+    """Compile (first call, a few seconds; cached on disk) and return the C++ CPU kernel.
+
+    The kernel is plain C++ (no torch headers, so it compiles in seconds with the system
+    ``c++``, or ``$CXX``), called through ``ctypes`` on the tensors' memory. It runs chunks of
+    steps of the whole batch, trials in parallel threads, with the arithmetic of the eager
+    path. The library is cached in ``$NEUROSIM_KERNEL_CACHE`` (default: the user cache
+    directory), keyed by the source, the flags and the CPU.
     """
     global _KERNEL
-    if _KERNEL is None:
-        from torch.utils.cpp_extension import load_inline
-
-        _KERNEL = load_inline(
-            name="neurosim_izhikevich_kernel", cpp_sources=_KERNEL_SOURCE,
-            functions=["run_chunk"], verbose=bool(verbose),
-            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"],
-        )
+    if _KERNEL is not None:
+        return _KERNEL
+    cxx = os.environ.get("CXX", "c++")
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu += next((ln for ln in fh if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    key = hashlib.sha1("\n".join([_KERNEL_SOURCE, cxx, *_KERNEL_FLAGS, cpu]).encode()
+                       ).hexdigest()[:16]
+    cache = _cache_dir()
+    lib = cache / f"neurosim_izh_{key}.so"
+    if not lib.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            src = Path(tmp) / "kernel.cpp"
+            src.write_text(_KERNEL_SOURCE)
+            tmp_lib = Path(tmp) / "kernel.so"
+            cmd = [cxx, *_KERNEL_FLAGS, str(src), "-o", str(tmp_lib)]
+            if verbose:
+                logger.info("compiling the neurosim kernel: %s", " ".join(cmd))
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            except FileNotFoundError as err:
+                raise RuntimeError(
+                    f"kernel='cpp' needs a C++ compiler: {cxx!r} not found (set $CXX)") from err
+            if proc.returncode != 0:
+                raise RuntimeError(f"compiling the neurosim kernel failed:\n{proc.stderr}")
+            os.replace(tmp_lib, lib)  # atomic: concurrent processes see a whole library
+    _KERNEL = _Kernel(lib)
     return _KERNEL
 
 
 def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtype, seed: int,
-              noise: bool, verbose: bool | None, check_every: int, kernel: str
-              ) -> SpikeRecord:
+              noise: bool, verbose: bool | None, check_every: int, kernel: str,
+              noise_rng: str = "torch") -> SpikeRecord:
     n, bsz, dt = model.n_neurons, spec.batch, spec.dt_ms
 
     def tens(x: Any) -> torch.Tensor:
@@ -316,7 +576,9 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
     ne = spec.noise_every
     # chunks of whole noise intervals; the noise and input of a chunk are drawn / projected
     # at once (the same numbers whichever path runs the chunk)
-    chunk = ne * max(1, min(256, _CHUNK_ELEMENTS // (bsz * n)) // ne)
+    in_kernel_rng = kernel == "cpp" and noise_rng == "xoshiro"
+    max_chunk = 1024 if in_kernel_rng and spec.inputs is None else 256
+    chunk = ne * max(1, min(max_chunk, _CHUNK_ELEMENTS // (bsz * n)) // ne)
 
     v = torch.full((bsz, n), float(model.v0), dtype=fdt, device=dev)
     u = b * v
@@ -326,6 +588,9 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
              if spec.record_v else None)
     spikes: list[torch.Tensor] = []  # (n, 3): step, trial, neuron
     kern = load_kernel(bool(verbose)) if kernel == "cpp" else None
+    rng_state = None
+    if kern is not None and in_kernel_rng and sigma is not None:
+        rng_state = kern.seed(bsz, seed)
 
     starts = range(0, spec.n_steps, chunk)
     if verbose:
@@ -336,21 +601,23 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
         for k0 in starts:
             n_chunk = min(chunk, spec.n_steps - k0)
             noise_c = drive_c = None
-            if sigma is not None:
+            if sigma is not None and rng_state is None:
                 noise_c = torch.randn(((n_chunk + ne - 1) // ne, bsz, n), generator=gen,
                                       dtype=fdt, device=dev).mul_(sigma)
             if spec.inputs is not None:
                 drive_c = project_inputs(inp[:, k0:k0 + n_chunk], w_in).contiguous()
             if kern is not None:
                 out = kern.run_chunk(
-                    v, u, i_syn, a, b, c, d, empty if noise_c is None else noise_c, ne,
-                    empty if drive_c is None else drive_c, w_dense, ell_cols, ell_vals,
-                    empty if v_rec is None else v_rec, k0, vmin, n_chunk, k0, dt,
-                    model.v_substeps, model.v_peak, decay)
-                for trial, st_nr in enumerate(out):
-                    if st_nr.shape[0]:
-                        spikes.append(torch.cat([st_nr[:, :1], torch.full_like(st_nr[:, :1],
-                                                 trial), st_nr[:, 1:]], dim=1))
+                    dict(v=v, u=u, isyn=i_syn, a=a, b=b, c=c, d=d, noise=noise_c,
+                         sigma=sigma if rng_state is not None else None, rng=rng_state,
+                         drive=drive_c, wd=w_dense, ecol=ell_cols, evals=ell_vals,
+                         vrec=v_rec, vmin=vmin),
+                    dict(noise_every=ne, K=ell_cols.shape[1] if sparse else 0,
+                         rec_steps=spec.n_steps, rec_k0=k0, S=n_chunk, k0=k0, dt=dt,
+                         nsub=model.v_substeps, vpeak=model.v_peak, decay=decay,
+                         threads=torch.get_num_threads()))
+                if out.shape[0]:
+                    spikes.append(out)  # sorted by step, trial, neuron
             else:
                 _eager_chunk(v, u, i_syn, a, b, c, d, noise_c, ne, drive_c, w_dense, ell_cols,
                              ell_vals, sparse, v_rec, vmin, k0, n_chunk, dt, model.v_substeps,
@@ -361,8 +628,8 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
         arr = torch.cat([x.cpu() for x in spikes]).numpy()
     else:
         arr = np.zeros((0, 3), dtype=np.int64)
-    order = np.lexsort((arr[:, 2], arr[:, 1], arr[:, 0]))  # by time, trial, neuron
-    arr = arr[order]
+    if kern is None:  # the kernel's chunks come sorted
+        arr = arr[np.lexsort((arr[:, 2], arr[:, 1], arr[:, 0]))]  # by time, trial, neuron
     return SpikeRecord(
         times_ms=arr[:, 0] * dt, neuron=arr[:, 2], trial=arr[:, 1],
         n_neurons=n, duration_ms=spec.duration_ms, batch=bsz, dt_ms=dt,
