@@ -12,15 +12,19 @@ Brian2 runs the same model description in its Cython runtime mode (numpy if Cyth
 missing) and in cpp_standalone mode; code generation and compilation are reported apart
 from the run time. Brian2 has no batch dimension: its time per trial at batch 32 is its
 batch-1 time. The ratio printed is Brian2's fastest run time / torch time (per trial).
-Torch runs with one CPU thread, as Brian2 does by default, unless ``--threads`` says
-otherwise, with both its paths: ``eager`` (tensor operations, also on CUDA) and ``cpp``
-(the C++ CPU kernel; its one-off compilation is reported apart, like Brian2's).
+Torch runs with one CPU thread, as Brian2 does by default (the fair comparison); ``--threads
+1 2`` adds runs with more threads (the C++ kernel runs trials in parallel), reported apart.
+Its paths (``--kernels``): ``eager`` (tensor operations, also on CUDA), ``cpp`` (the C++ CPU
+kernel, noise from ``torch.randn``: bitwise the eager run) and ``cpp_xoshiro`` (the C++
+kernel drawing the noise itself: same statistics, other numbers); the kernel's one-off
+compilation is reported apart, like Brian2's.
 
 Usage::
 
     python benchmarks/bench_neurosim.py            # all cases (minutes; 10k dense is big)
     python benchmarks/bench_neurosim.py --quick    # N = 1,000 only
     python benchmarks/bench_neurosim.py --no-standalone --device cuda
+    python benchmarks/bench_neurosim.py --kernels cpp cpp_xoshiro --threads 1 2
 
 Writes ``benchmarks/results/bench_neurosim_<time>.json``.
 """
@@ -63,14 +67,21 @@ def _model(case: dict):
     return Reservoir(n=case["n"], p_connect=100 / case["n"], seed=0).build().model_
 
 
+KERNELS = {"eager": dict(kernel="eager"), "cpp": dict(kernel="cpp"),
+           "cpp_xoshiro": dict(kernel="cpp", noise_rng="xoshiro")}
+
+
 def _time_torch(model, batch: int, device: str, threads: int, duration_ms: float,
-                kernel: str) -> dict:
-    kw = dict(batch=batch, device=device, num_threads=threads, kernel=kernel)
+                kernel: str, repeats: int = 1) -> dict:
+    kw = dict(batch=batch, device=device, num_threads=threads, **KERNELS[kernel])
     model.run(20.0, **kw)  # warm-up
-    rec = model.run(duration_ms, seed=1, **kw)
-    wall = rec.info["wall_s"]
+    walls = []
+    for _ in range(repeats):  # the best of `repeats` runs (the machine may be shared)
+        rec = model.run(duration_ms, seed=1, **kw)
+        walls.append(rec.info["wall_s"])
+    wall = min(walls)
     return {"engine": "torch", "kernel": kernel, "device": rec.info["device"], "batch": batch,
-            "threads": threads, "wall_s": wall, "per_trial_s": wall / batch,
+            "threads": threads, "wall_s": wall, "walls_s": walls, "per_trial_s": wall / batch,
             "spikes": len(rec), "exc_rate_hz": float(rec.rates_hz("trial", model.exc).mean())}
 
 
@@ -103,12 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 1,000 cases only")
     ap.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1],
+                    help="torch CPU threads (one run per value; 1 is the fair comparison)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="torch runs per case (the best is kept); Brian2 runs once")
     ap.add_argument("--duration-ms", type=float, default=1000.0)
     ap.add_argument("--no-brian2", action="store_true")
     ap.add_argument("--no-standalone", action="store_true", help="skip cpp_standalone")
-    ap.add_argument("--kernels", nargs="*", default=["eager", "cpp"],
-                    help="torch paths to time (eager, cpp)")
+    ap.add_argument("--kernels", nargs="*", default=list(KERNELS),
+                    help=f"torch paths to time, among {list(KERNELS)}")
     ap.add_argument("--cases", nargs="*", default=None,
                     help="case names to run (izh2003_N1k, izh2003_N10k, reservoir_N100k_K100)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
@@ -125,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         import brian2
 
         results["machine"]["brian2"] = brian2.__version__
+    unknown = set(args.kernels) - set(KERNELS)
+    if unknown:
+        ap.error(f"--kernels: unknown {sorted(unknown)}; expected among {list(KERNELS)}")
     kernels = [k for k in args.kernels if k == "eager"]
-    if "cpp" in args.kernels and torch.device(args.device if args.device != "auto" else
+    cpp = [k for k in args.kernels if k.startswith("cpp")]
+    if cpp and torch.device(args.device if args.device != "auto" else
                     ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
         from neurosim.engines.torch_engine import load_kernel
 
@@ -134,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         load_kernel()
         results["torch_cpp_kernel_build_s"] = time.perf_counter() - t0
         print(f"torch C++ kernel: built or loaded in {results['torch_cpp_kernel_build_s']:.1f} s")
-        kernels.append("cpp")
+        kernels += cpp
     modes = [] if args.no_brian2 else ["runtime"] + ([] if args.no_standalone
                                                      else ["cpp_standalone"])
     for case in _cases(args.quick):
@@ -146,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
                "n_synapses": model.n_synapses, "build_model_s": time.perf_counter() - t0,
                "torch": [], "brian2": []}
         for b in case["batches"]:
-            for kernel in kernels:
-                r = _time_torch(model, b, args.device, args.threads, args.duration_ms, kernel)
-                row["torch"].append(r)
-                print(f"{case['name']:>22} torch {kernel:>5} batch {b:>2}: {r['wall_s']:8.3f} s "
-                      f"({r['per_trial_s']:.4f} s/trial, exc {r['exc_rate_hz']:.2f} Hz)",
-                      flush=True)
+            for threads in args.threads:
+                for kernel in kernels:
+                    r = _time_torch(model, b, args.device, threads, args.duration_ms, kernel,
+                                    args.repeats)
+                    row["torch"].append(r)
+                    print(f"{case['name']:>22} torch {kernel:>11} batch {b:>2} threads "
+                          f"{threads}: {r['wall_s']:8.3f} s ({r['per_trial_s']:.4f} s/trial, "
+                          f"exc {r['exc_rate_hz']:.2f} Hz)", flush=True)
         for mode in modes:
             try:
                 r = _time_brian2(model, mode, args.duration_ms)
@@ -167,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             best = min(runs)
             row["brian2_best_run_s"] = best
             row["ratio_brian2_over_torch"] = {
-                f"batch{r['batch']}_{r['kernel']}_per_trial": best / r["per_trial_s"]
+                f"batch{r['batch']}_{r['kernel']}_threads{r['threads']}_per_trial":
+                    best / r["per_trial_s"]
                 for r in row["torch"]
             }
             for key, val in row["ratio_brian2_over_torch"].items():

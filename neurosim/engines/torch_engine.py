@@ -577,8 +577,10 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
     # chunks of whole noise intervals; the noise and input of a chunk are drawn / projected
     # at once (the same numbers whichever path runs the chunk)
     in_kernel_rng = kernel == "cpp" and noise_rng == "xoshiro"
-    max_chunk = 1024 if in_kernel_rng and spec.inputs is None else 256
-    chunk = ne * max(1, min(max_chunk, _CHUNK_ELEMENTS // (bsz * n)) // ne)
+    if kernel == "cpp" and spec.inputs is None and (sigma is None or in_kernel_rng):
+        chunk = ne * max(1, 1024 // ne)  # nothing drawn per chunk: long chunks, few calls
+    else:
+        chunk = ne * max(1, min(256, _CHUNK_ELEMENTS // (bsz * n)) // ne)
 
     v = torch.full((bsz, n), float(model.v0), dtype=fdt, device=dev)
     u = b * v
