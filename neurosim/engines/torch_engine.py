@@ -596,7 +596,7 @@ def _simulate(model: NetworkModel, spec: Any, dev: torch.device, fdt: torch.dtyp
     if sparse:
         ell_cols, ell_vals = _ell(model.weights, fdt, dev)
     else:
-        w_dense = torch.as_tensor(np.asarray(model.weights), device=dev).to(fdt)
+        w_dense = torch.as_tensor(np.asarray(model.weights), device=dev).to(fdt).contiguous()
     sigma = tens(model.noise_std) if noise and np.any(model.noise_std > 0) else None
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(seed))
