@@ -14,7 +14,8 @@ Extractors
     shapes and colours are present, the main object's shape class (8-way softmax), its
     coarse 3D shape properties and viewpoint (what the simulated higher visual cortex is
     tuned to), position and size, one or two objects. Its embedding (global pool of the
-    last stage + a 2x2 pool of the stage before, so that coarse position survives) is
+    last stage, a 2x2 pool of the stage before so that coarse position survives, and a 4x4
+    pool of the first stage for the local edge energy early visual voxels read) is
     PCA-whitened to ``dim`` components on its training images, then unit-normed. Trained
     on first use (about a minute on one CPU core; the main object's class is then read
     correctly on about 65% of held-out images, chance 12.5%) and cached under
@@ -170,8 +171,8 @@ class StimNet(nn.Module):
     ``width`` at 16x16, ``2 width`` at 8x8, ``4 width`` at 4x4, so the last layer sees the
     whole object (receptive field 35 px at 32 px input) with two convolutions per scale
     to build shape from edges. The embedding concatenates the global average of the last
-    layer with a 2x2 average of the second stage (coarse position survives, which early
-    visual voxels need).
+    layer, a 2x2 average of the second stage and a 4x4 average of the first (coarse
+    position and local edge / colour energy survive, which early visual voxels need).
 
     Parameters
     ----------
@@ -196,7 +197,7 @@ class StimNet(nn.Module):
                 nn.Sequential(_conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w, 1)),
             ]
         )
-        self.embed_dim = 4 * w + 4 * 2 * w
+        self.embed_dim = 4 * w + 4 * 2 * w + 16 * w
         # heads: shapes present, colours present, main position (2), size (1), two objects,
         # main shape class, main shape properties, main viewpoint (end-on)
         self.n_shapes, self.n_colours, self.n_properties = n_shapes, n_colours, n_properties
@@ -206,11 +207,15 @@ class StimNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` float (B, 3, H, W) in [0, 1] -> (embedding (B, embed_dim), head outputs)."""
         x = (x - 0.5) / 0.25
-        x = self.blocks[1](self.blocks[0](x))
+        x = self.blocks[0](x)
+        # a 4x4 map of the first stage: local edge / colour energy, what early visual
+        # voxels (pRFs over a Gabor energy bank) read
+        local = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        x = self.blocks[1](x)
         pooled = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
         x = self.blocks[2](x)
         g = x.mean(dim=(2, 3))
-        return torch.cat([g, pooled], dim=1), self.head(g)
+        return torch.cat([g, pooled, local], dim=1), self.head(g)
 
     def split(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         """Head outputs (B, n_out) -> named slices."""
@@ -320,11 +325,11 @@ class StimNetExtractor(FeatureExtractor):
         self.device = _resolve_device(device)
         self.verbose = verbose
         key = dict(
-            v=2, dim=self.dim, n=self.n_train_images, ep=self.n_epochs, w=self.width,
+            v=3, dim=self.dim, n=self.n_train_images, ep=self.n_epochs, w=self.width,
             size=self.image_size, seed=self.random_state,
         )  # fmt: skip
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        self.identifier = f"stimnet-v2-{digest}"
+        self.identifier = f"stimnet-v3-{digest}"
         from data_loaders.cache import data_home as _data_home
 
         self.folder = _data_home(data_home) / "features" / self.identifier

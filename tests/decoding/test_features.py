@@ -62,7 +62,7 @@ def test_cache_reused_and_identifier(tiny):
     assert weights.stat().st_mtime_ns == mtime  # loaded, not retrained
     imgs = render_stimuli(5, image_size=64, random_state=4).images
     np.testing.assert_array_equal(again.transform(imgs), fx.transform(imgs))
-    assert again.identifier == fx.identifier and fx.identifier.startswith("stimnet-v2-")
+    assert again.identifier == fx.identifier and fx.identifier.startswith("stimnet-v3-")
     assert fx.folder.name == fx.identifier
 
 
