@@ -39,11 +39,16 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def _interactive(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person at a terminal (not --quiet, not a log file)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     level = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = resolve(args.config, level=level, sets=args.set)
     out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
-    execute(cfg, out, force=args.force, resume=args.resume, verbose=not args.quiet,
+    execute(cfg, out, force=args.force, resume=args.resume, verbose=_interactive(args),
             argv=sys.argv)
     print(out / "report.html")
     return 0
@@ -64,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             cfg = resolve(path, level=level)
-            run = execute(cfg, out / name, verbose=not args.quiet, argv=sys.argv)
+            run = execute(cfg, out / name, verbose=_interactive(args), argv=sys.argv)
             metrics, figs, tables, texts = run.metrics, run.figures, run.tables, run.texts
         except Exception as err:  # noqa: BLE001 - one failed stage must not hide the others
             failed.append(name)
