@@ -478,10 +478,31 @@ class FMRISubject:
         return nib.Nifti1Image(data, self.mask_img.affine)
 
 
-def _nsd_noise_ceiling(ncsnr: np.ndarray, n_avg: float) -> np.ndarray:
-    """NSD noise ceiling in percent: ``100 * ncsnr**2 / (ncsnr**2 + 1/n_avg)``."""
+def nsd_noise_ceiling(ncsnr: np.ndarray, n_avg: float, as_fraction: bool = False) -> np.ndarray:
+    """NSD noise ceiling ``100 * ncsnr**2 / (ncsnr**2 + 1/n_avg)`` (Allen et al. 2022).
+
+    The one implementation of the formula: ``FMRIDataset.noise_ceiling`` and
+    ``decoding.evaluation.noise_ceiling`` both call it.
+
+    Parameters
+    ----------
+    ncsnr : ndarray of float, shape (n_voxels,)
+        Noise-ceiling SNR per voxel (already checked by the caller: finite, >= 0).
+    n_avg : float
+        Trials averaged per image (> 0).
+    as_fraction : bool
+        Fraction of variance in [0, 1) instead of percent.
+    """
+    if (
+        isinstance(n_avg, bool)
+        or not isinstance(n_avg, int | float | np.integer | np.floating)
+        or not np.isfinite(n_avg)
+        or n_avg <= 0
+    ):
+        raise ValueError(f"n_avg: expected a number of averaged trials > 0, got {n_avg!r}")
     nc2 = np.asarray(ncsnr, dtype=np.float64) ** 2
-    return 100.0 * nc2 / (nc2 + 1.0 / n_avg)
+    nc = nc2 / (nc2 + 1.0 / float(n_avg))
+    return nc if as_fraction else 100.0 * nc
 
 
 @dataclass(eq=False)
@@ -646,14 +667,7 @@ class FMRIDataset:
         sub = self._subject(subject)
         if sub.ncsnr is None:
             raise ValueError(f"ncsnr: subject {subject!r} has no ncsnr, got None")
-        if (
-            isinstance(n_avg, bool)
-            or not isinstance(n_avg, int | float | np.integer | np.floating)
-            or not np.isfinite(n_avg)
-            or n_avg <= 0
-        ):
-            raise ValueError(f"n_avg: expected a number of averaged trials > 0, got {n_avg!r}")
-        return _nsd_noise_ceiling(sub.ncsnr, float(n_avg))
+        return nsd_noise_ceiling(sub.ncsnr, n_avg)
 
     def mni_img(self, subject: str, values: np.ndarray) -> nib.Nifti1Image:
         """Per-voxel values of one subject as a NIfTI image (see :meth:`FMRISubject.to_img`)."""

@@ -60,7 +60,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..schema import FMRIDataset, FMRISubject, Stimuli
+from ..schema import FMRIDataset, FMRISubject, Stimuli, nsd_noise_ceiling
 from .stimuli import SHAPE_CLASSES, SHAPE_PROPERTIES, render_stimuli
 
 __all__ = [
@@ -406,8 +406,7 @@ class SimulatedSubject:
 
     def noise_ceiling(self, n_avg: float = 1) -> np.ndarray:
         """``100 ncsnr^2 / (ncsnr^2 + 1/n_avg)`` per voxel, percent (NSD data manual)."""
-        nc2 = self.ncsnr.astype(np.float64) ** 2
-        return 100.0 * nc2 / (nc2 + 1.0 / float(n_avg))
+        return nsd_noise_ceiling(self.ncsnr, n_avg)
 
 
 @dataclass(eq=False)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from data_loaders.schema import nsd_noise_ceiling
+
 __all__ = [
     "ConstantInputWarning",
     # encoding
@@ -252,17 +254,7 @@ def noise_ceiling(ncsnr: Any, n_avg: float = 1, as_fraction: bool = False) -> np
     snr = _numeric("ncsnr", np.atleast_1d(ncsnr))
     if (snr < 0).any():
         raise ValueError(f"ncsnr: expected values >= 0, got minimum {snr.min()}")
-    if (
-        isinstance(n_avg, bool)
-        or not isinstance(n_avg, int | float | np.integer | np.floating)
-        or not np.isfinite(n_avg)
-        or n_avg <= 0
-    ):
-        raise ValueError(f"n_avg: expected a number of averaged trials > 0, got {n_avg!r}")
-    s2 = snr**2
-    nc = s2 / (s2 + 1.0 / float(n_avg))
-    nc = nc if as_fraction else 100.0 * nc
-    return nc.reshape(np.shape(ncsnr))
+    return nsd_noise_ceiling(snr, n_avg, as_fraction).reshape(np.shape(ncsnr))
 
 
 def normalize_by_noise_ceiling(score: Any, nc: Any, percent: bool = True) -> np.ndarray:
