@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from decoding._device import resolve_device
+
 __all__ = [
     "FeatureExtractor",
     "StimNetExtractor",
@@ -322,7 +324,7 @@ class StimNetExtractor(FeatureExtractor):
         self.width = int(width)
         self.image_size = int(image_size)
         self.random_state = int(random_state)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.verbose = verbose
         key = dict(
             v=3, dim=self.dim, n=self.n_train_images, ep=self.n_epochs, w=self.width,
@@ -483,14 +485,6 @@ class StimNetExtractor(FeatureExtractor):
         }
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-    return device
-
-
 # --------------------------------------------------------------------------------------
 # optional third-party checkpoints (local only)
 # --------------------------------------------------------------------------------------
@@ -519,7 +513,7 @@ class OpenClipExtractor(FeatureExtractor):
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained: expected a local checkpoint file, got {path}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=str(path)
         )
@@ -562,7 +556,7 @@ class HFExtractor(FeatureExtractor):
             raise FileNotFoundError(
                 f"path: expected a local model folder with config.json, got {folder}"
             )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().to(self.device)
         with torch.no_grad():

@@ -737,20 +737,14 @@ def _check_divergence(batch: _Batch, v: np.ndarray, u: np.ndarray) -> None:
     )
 
 
-def _torch_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _run_torch(batch: _Batch, dtype: str, device: str) -> tuple[np.ndarray, ...]:
     """The figure1.m update, vectorised over neurons; one Python iteration per step."""
-    import torch
+    import torch  # lazy, with the device helper: importing this module needs no torch
+
+    from neurosim._device import resolve_device
 
     td = torch.float64 if dtype == "float64" else torch.float32
-    dev = _torch_device(device)
+    dev = resolve_device(device)
 
     def t(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), device=dev).to(td)

@@ -24,13 +24,9 @@ from collections import deque
 import numpy as np
 import torch
 
+from neurosim._device import resolve_device
+
 __all__ = ["ForceReadout", "ThreeFactorReadout", "scheduled_gate"]
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -257,7 +253,7 @@ class ThreeFactorReadout:
 
     def _initialize(self, n_neurons: int, n_outputs: int) -> None:
         self._validate()
-        dev = _device(self.device)
+        dev = resolve_device(self.device)
         self.W_when_ = torch.zeros(n_outputs, n_neurons, device=dev)
         self.W_what_ = torch.zeros(n_outputs, n_neurons, device=dev)
         self.n_features_in_ = n_neurons
@@ -455,7 +451,7 @@ class ForceReadout:
                 f"have {n_outputs}"
             )
         self._dt = getattr(torch, self.dtype)
-        dev = _device(self.device)
+        dev = resolve_device(self.device)
         self.W_ = torch.zeros(n_outputs, n_neurons, dtype=self._dt, device=dev)
         self.n_features_in_ = n_neurons
         self.n_updates_ = 0

@@ -16,17 +16,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
 from data_loaders.schema import EEGDataset
+from decoding._device import resolve_device
 from decoding._pretrained import PretrainedMixin
 from decoding.decoders.label_smoothing import gaussian_soft_labels
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
-    return torch.device(device)
 
 
 def check_eeg_input(X, y=None, target: str | None = None, n_classes: int | None = None,
@@ -103,7 +95,7 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(self.n_classes)
         self.channel_mean_ = X.mean(axis=(0, 2)).astype(np.float32)
         self.channel_std_ = (X.std(axis=(0, 2)) + 1e-8).astype(np.float32)
-        self.device_ = resolve_device(self.device)
+        self.device_ = torch.device(resolve_device(self.device))
         seed = 0 if self.random_state is None else int(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

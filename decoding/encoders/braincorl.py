@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
+from .._device import resolve_device
 from .._pretrained import PretrainedMixin
 
 __all__ = ["BraInCoRL", "BraInCoRLModule", "MetaTask"]
@@ -402,7 +403,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
             The features you will feed it (an extractor or its ``identifier``). If it is not
             the one the model was meta-trained on, a ``ValueError`` says so.
         """
-        est = super().from_pretrained(pretrained_directory, device=_device(device))
+        est = super().from_pretrained(pretrained_directory, device=resolve_device(device))
         if feature_extractor is not None:
             est.check_features(feature_extractor)
         return est
@@ -489,7 +490,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         for t in tasks:
             if t.X.shape[0] < 2 + 1:
                 raise ValueError(f"{t.name}.X: expected at least 3 images, got {t.X.shape[0]}")
-        dev = torch.device(_device(self.device))
+        dev = torch.device(resolve_device(self.device))
         seed = 0 if self.random_state is None else int(self.random_state)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -646,12 +647,6 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
                               sample_weight=sample_weight))
 
 
-def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-    return device
 
 
 def _context_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

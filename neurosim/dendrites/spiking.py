@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurosim._device import resolve_device
+
 __all__ = ["DendriticNeuron", "DendriticNeuronResult"]
 
 
@@ -174,9 +176,7 @@ class DendriticNeuron:
         step_idx = np.clip(np.round(t_spike / dt_ms), 0, n_steps - 1).astype(np.int64)
 
         # arrivals[b, k, step]: synaptic input spikes reaching segment k at that step
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
+        dev = resolve_device(device)
         syn = torch.as_tensor(self.synapses, dtype=torch.float32, device=dev)
         src = torch.as_tensor(pat, dtype=torch.float32, device=dev)[:, None, :] * syn[None]
         idx = torch.as_tensor(step_idx, device=dev)[:, None, :].expand(batch, K, -1)

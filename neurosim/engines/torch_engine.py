@@ -52,27 +52,13 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from neurosim._device import resolve_device
 from neurosim.engines import V_DIVERGED_MV, divergence_error, prepare_run, project_inputs
 from neurosim.network import NetworkModel, SpikeRecord
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` gives CUDA when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but torch sees no CUDA device")
-    return dev
 
 
 def _ell(weights: Any, dtype: torch.dtype, device: torch.device
