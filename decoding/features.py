@@ -19,7 +19,10 @@ Extractors
     PCA-whitened to ``dim`` components on its training images, then unit-normed. Trained
     on first use (about a minute on one CPU core; the main object's class is then read
     correctly on about 65% of held-out images, chance 12.5%) and cached under
-    ``data_loaders.cache.data_home()/features/``.
+    ``data_loaders.cache.data_home()/features/``. The default configuration's trained
+    weights ship inside the package (``decoding/weights/<identifier>/``) and are loaded
+    first, so every machine gets the same features; any other configuration (another
+    identifier) is trained on first use and cached.
 ``"open_clip"``
     A local open_clip checkpoint (``model_name`` and ``pretrained`` = a local file); never
     downloads.
@@ -58,6 +61,7 @@ __all__ = [
     "get_extractor",
     "available_extractors",
     "unit_norm",
+    "shipped_weights",
 ]
 
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {}
@@ -93,6 +97,27 @@ def get_extractor(name: str = "stimnet", **kwargs: Any) -> FeatureExtractor:
             f"name: unknown feature extractor {name!r}; expected one of {available_extractors()}"
         )
     return _REGISTRY[name](**kwargs)
+
+
+#: Weights that ship inside the package, one folder per identifier (package data).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_weights(
+    identifier: str, files: tuple[str, ...] = ("model.safetensors",)
+) -> Path | None:
+    """The package's folder of trained weights for ``identifier``, or None if none ships.
+
+    The suite ships the weights of its default models (``stimnet`` features, the
+    ``stimtext`` caption encoder, the image evaluator, the stimulus diffusion pipeline)
+    under ``decoding/weights/<identifier>/``, so that every machine loads the same numbers
+    instead of training its own copy. A model whose configuration differs from the shipped
+    one has another identifier and is trained and cached as before.
+    """
+    folder = WEIGHTS_DIR / identifier
+    if folder.is_dir() and all((folder / f).is_file() for f in files):
+        return folder
+    return None
 
 
 def unit_norm(X: np.ndarray) -> np.ndarray:
@@ -341,6 +366,9 @@ class StimNetExtractor(FeatureExtractor):
     def _load_or_train(self) -> None:
         from safetensors.torch import load_file
 
+        shipped = shipped_weights(self.identifier, ("model.safetensors", "pca.npz"))
+        if shipped is not None:  # the package's own copy: the same features on any machine
+            self.folder = shipped
         w_path, p_path = self.folder / "model.safetensors", self.folder / "pca.npz"
         self.net = StimNet(self.width)
         if not (w_path.is_file() and p_path.is_file()):
