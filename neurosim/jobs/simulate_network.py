@@ -38,8 +38,9 @@ class SimulateNetworkParams(BaseModel):
     dt_ms: float | None = Field(None, gt=0, description="time step (ms); None: the model's")
     batch: int = Field(4, ge=1, description="independent trials (own noise)")
     engine: Literal["torch", "brian2"] = Field("torch", description="engine")
-    kernel: Literal["eager", "cpp"] = Field(
-        "eager", description="torch path: tensor ops, or the C++ CPU kernel (compiled once)")
+    kernel: Literal["auto", "eager", "cpp"] = Field(
+        "auto", description="torch path: 'auto' (the C++ CPU kernel where it compiles, else "
+        "tensor ops), 'eager' (tensor ops) or 'cpp'")
     dtype: Literal["float32", "float64"] = Field("float32", description="torch precision")
     bin_ms: float = Field(1.0, gt=0, description="bin of the population rate (ms)")
     alpha_band_hz: tuple[float, float] = Field((6.0, 14.0), description="alpha band (Hz)")

@@ -33,12 +33,14 @@ def test_identical_spikes_on_weakly_coupled_reservoir():
     res = Reservoir(n=1000, p_connect=0.1, w_exc=0.2, w_inh=-0.4, n_inputs=3, seed=1)
     drive = np.random.default_rng(0).random((400, 3))
     kw = dict(inputs=drive, noise=False, record=("spikes", "v"))
-    r_torch = res.run(200.0, dtype="float64", device="cpu", **kw)
     r_brian = res.run(200.0, engine="brian2", device="numpy", **kw)
-    assert len(r_torch) > 1000  # an active network, not a trivially silent one
-    np.testing.assert_array_equal(r_torch.times_ms, r_brian.times_ms)
-    np.testing.assert_array_equal(r_torch.neuron, r_brian.neuron)
-    np.testing.assert_array_equal(r_torch.v, r_brian.v)  # to the last bit
+    # both torch paths, and the default ("auto": the C++ kernel where it compiles)
+    for kernel in ("eager", "cpp", "auto"):
+        r_torch = res.run(200.0, dtype="float64", device="cpu", kernel=kernel, **kw)
+        assert len(r_torch) > 1000  # an active network, not a trivially silent one
+        np.testing.assert_array_equal(r_torch.times_ms, r_brian.times_ms)
+        np.testing.assert_array_equal(r_torch.neuron, r_brian.neuron)
+        np.testing.assert_array_equal(r_torch.v, r_brian.v)  # to the last bit
 
 
 def test_identical_spikes_per_trial_with_2003_pulse_synapses():
@@ -46,13 +48,14 @@ def test_identical_spikes_per_trial_with_2003_pulse_synapses():
     model = izhikevich_2003(n_exc=160, n_inh=40, seed=4)
     model.input_weights = np.random.default_rng(1).random((2, 200)) * 12.0
     drive = np.random.default_rng(2).random((2, 100, 2))
-    r_torch = model.run(100.0, inputs=drive, batch=2, noise=False, dtype="float64",
-                        device="cpu")
     r_brian = model.run(100.0, inputs=drive, batch=2, noise=False, engine="brian2",
                         device="numpy")
-    assert len(r_torch) > 100
-    for field in ("times_ms", "neuron", "trial"):
-        np.testing.assert_array_equal(getattr(r_torch, field), getattr(r_brian, field))
+    for kernel in ("eager", "cpp"):
+        r_torch = model.run(100.0, inputs=drive, batch=2, noise=False, dtype="float64",
+                            device="cpu", kernel=kernel)
+        assert len(r_torch) > 100
+        for field in ("times_ms", "neuron", "trial"):
+            np.testing.assert_array_equal(getattr(r_torch, field), getattr(r_brian, field))
     assert not np.array_equal(r_torch.counts()[0], r_torch.counts()[1])
 
 

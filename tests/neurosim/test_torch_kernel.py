@@ -81,7 +81,7 @@ def test_kernel_noise_gives_eager_rate_and_spectrum_statistics(kernel):
     model = izhikevich_2003(seed=0)
     kw = dict(batch=16, device="cpu", seed=3, kernel="cpp")
     fast = model.run(1000.0, noise_rng="xoshiro", **kw)
-    ref = model.run(1000.0, **kw)
+    ref = model.run(1000.0, noise_rng="torch", **kw)
 
     def close(a: np.ndarray, b: np.ndarray, floor: float = 0.0) -> bool:
         se = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / len(a))
@@ -102,7 +102,54 @@ def test_kernel_noise_gives_eager_rate_and_spectrum_statistics(kernel):
 
 def test_noise_rng_bad_input():
     model = izhikevich_2003(n_exc=8, n_inh=2)
-    with pytest.raises(ValueError, match=r"noise_rng: expected 'torch' or 'xoshiro', got 'mt'"):
+    with pytest.raises(ValueError, match=r"noise_rng: expected one of .*, got 'mt'"):
         model.run(10.0, device="cpu", kernel="cpp", noise_rng="mt")
     with pytest.raises(ValueError, match=r"noise_rng: 'xoshiro' needs kernel='cpp'"):
-        model.run(10.0, device="cpu", noise_rng="xoshiro")
+        model.run(10.0, device="cpu", kernel="eager", noise_rng="xoshiro")
+    with pytest.raises(ValueError, match=r"kernel: expected one of \('auto', 'eager', 'cpp'\)"):
+        model.run(10.0, device="cpu", kernel="fast")
+
+
+def test_auto_kernel_is_cpp_on_cpu_with_fast_noise_and_logs_once(kernel, caplog, monkeypatch):
+    # kernel="auto" (the default) resolves to the C++ kernel on the CPU when it compiles, and
+    # noise_rng="auto" to its in-kernel generator; one log line says which, once per process
+    from neurosim.engines import torch_engine
+
+    monkeypatch.setattr(torch_engine, "_AUTO_LOGGED", False)
+    model = izhikevich_2003(n_exc=80, n_inh=20, seed=1)
+    with caplog.at_level("INFO", logger="neurosim.engines.torch_engine"):
+        rec = model.run(50.0, device="cpu", seed=2)
+        model.run(50.0, device="cpu", seed=2)
+    assert (rec.info["kernel"], rec.info["noise_rng"]) == ("cpp", "xoshiro")
+    lines = [r.getMessage() for r in caplog.records if "kernel='auto'" in r.getMessage()]
+    assert len(lines) == 1 and "cpp path" in lines[0], lines
+    same = model.run(50.0, device="cpu", seed=2, kernel="cpp", noise_rng="xoshiro")
+    np.testing.assert_array_equal(rec.times_ms, same.times_ms)  # the same path, bit for bit
+    eager = model.run(50.0, device="cpu", seed=2, kernel="eager")
+    assert (eager.info["kernel"], eager.info["noise_rng"]) == ("eager", "torch")
+    # an explicit kernel="cpp" with the torch generator is the bitwise (eager) path
+    cpp_torch = model.run(50.0, device="cpu", seed=2, kernel="cpp", noise_rng="torch")
+    np.testing.assert_array_equal(eager.times_ms, cpp_torch.times_ms)
+    np.testing.assert_array_equal(eager.neuron, cpp_torch.neuron)
+
+
+def test_auto_kernel_falls_back_to_eager_without_a_compiler(monkeypatch, caplog, tmp_path):
+    # no C++ compiler: "auto" runs the eager path (and its torch.randn noise) and warns once
+    from neurosim.engines import torch_engine
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("NEUROSIM_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch_engine, "_KERNEL", None)
+    monkeypatch.setattr(torch_engine, "_KERNEL_ERROR", None)
+    monkeypatch.setattr(torch_engine, "_AUTO_LOGGED", False)
+    model = izhikevich_2003(n_exc=40, n_inh=10, seed=1)
+    with caplog.at_level("INFO", logger="neurosim.engines.torch_engine"):
+        rec = model.run(30.0, device="cpu", seed=4)
+    assert (rec.info["kernel"], rec.info["noise_rng"]) == ("eager", "torch")
+    warn = [r for r in caplog.records if "kernel='auto'" in r.getMessage()]
+    assert len(warn) == 1 and warn[0].levelname == "WARNING"
+    assert "eager path" in warn[0].getMessage() and "compiler" in warn[0].getMessage()
+    ref = model.run(30.0, device="cpu", seed=4, kernel="eager", noise_rng="torch")
+    np.testing.assert_array_equal(rec.times_ms, ref.times_ms)
+    with pytest.raises(RuntimeError, match="needs a C.. compiler"):
+        model.run(30.0, device="cpu", kernel="cpp")
