@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from neurosuite.config import ConfigError, load_yaml, resolve
-from neurosuite.report import Figure, Section, write_sections
+from neurosuite.report import Figure, Section, load_claims, write_sections
 from neurosuite.runs import RunFolderExistsError, execute, prepare_out_dir
 
 logger = logging.getLogger("neurosuite")
@@ -71,16 +71,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cfg = resolve(path, level=level)
             run = execute(cfg, out / name, verbose=_interactive(args), argv=sys.argv)
             metrics, figs, tables, texts = run.metrics, run.figures, run.tables, run.texts
+            claims = run.claims
         except Exception as err:  # noqa: BLE001 - one failed stage must not hide the others
             failed.append(name)
             metrics = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
             figs, tables, texts = _figures_in(out / name), [], []
+            claims = load_claims(out / name)
             print(f"    FAILED: {type(err).__name__}: {err}", file=sys.stderr)
         print(f"    {metrics.get('status')} in {time.perf_counter() - t0:.1f} s", flush=True)
         desc = load_yaml(path).get("description", "")
         sections.append(Section(title=f"{i}. {path.stem}", description=desc, metrics=metrics,
                                 tables=tables, figures=figs, texts=texts,
-                                link=f"{name}/report.html"))
+                                link=f"{name}/report.html", claims=claims))
     total = time.perf_counter() - t_start
     report = write_sections(
         out / "report.html", "neurosuite demo", sections,

@@ -2,6 +2,7 @@
 
 ``DIR/config.yaml``   the resolved config, with seed, package versions and the command line
 ``DIR/metrics.json``  the job's numbers (rewritten atomically each time a job adds some)
+``DIR/claims.json``   the paper claims the job checked: claim, our number, verdict, figure
 ``DIR/figures/``      PNGs, embedded in the report too
 ``DIR/report.html``   one self-contained file: config, metrics, tables and figures
 ``DIR/checkpoints/``  where training jobs keep what a resumed run picks up
@@ -27,7 +28,7 @@ from data_loaders._io import atomic_write_json, atomic_write_text
 from neurosuite.config import ResolvedConfig
 from neurosuite.info import versions
 from neurosuite.jobs import get_job
-from neurosuite.report import Figure, Table, write_report
+from neurosuite.report import VERDICTS, Claim, Figure, Table, write_report
 
 logger = logging.getLogger("neurosuite")
 
@@ -113,6 +114,7 @@ class Run:
         self.figures: list[Figure] = []
         self.tables: list[Table] = []
         self.texts: list[tuple[str, str]] = []
+        self.claims: list[Claim] = []
 
     # -- what jobs call -------------------------------------------------------------------
     def add_figure(self, fig, name: str, caption: str = "") -> Path:
@@ -142,6 +144,45 @@ class Run:
         self.metrics.update(metrics)
         self._flush_metrics()
 
+    def add_claim(
+        self, name: str, claim: str, value: str, verdict: str, figure: str | None = None
+    ) -> None:
+        """Declare one paper claim the job checked; it opens the report (and the demo's tour).
+
+        Parameters
+        ----------
+        name : str
+            Short identifier of the claim, unique within the job (a repeated name replaces
+            the earlier row).
+        claim : str
+            The paper's claim in one line, e.g. "RS fires tonically with adaptation".
+        value : str
+            Our number at this level, as text, e.g. "ISI ratio 2.1 (paper: > 1)".
+        verdict : {"holds", "weaker", "does not hold"}
+            How our number compares with the claim.
+        figure : str, optional
+            The ``name`` given to :meth:`add_figure` for the figure that shows it.
+
+        Raises
+        ------
+        ValueError
+            If ``verdict`` is not one of the three verdicts or a text field is empty.
+        """
+        if verdict not in VERDICTS:
+            raise ValueError(
+                f"add_claim {name!r}: verdict must be one of {list(VERDICTS)}, got {verdict!r}"
+            )
+        for field, text in (("name", name), ("claim", claim), ("value", value)):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"add_claim: {field} must be a non-empty string, got {text!r}")
+        if figure is not None:
+            figure = "".join(c if c.isalnum() or c in "-_" else "_" for c in figure)
+        self.claims = [c for c in self.claims if c.name != name]
+        self.claims.append(
+            Claim(name=name, claim=claim, value=value, verdict=verdict, figure=figure)
+        )
+        self._flush_claims()
+
     def add_text(self, title: str, text: str) -> None:
         """A paragraph in the report (plain text; blank lines separate paragraphs)."""
         self.texts.append((title, text))
@@ -159,6 +200,9 @@ class Run:
 
     def _flush_metrics(self) -> None:
         atomic_write_json(self.out_dir / "metrics.json", self.metrics)
+
+    def _flush_claims(self) -> None:
+        atomic_write_json(self.out_dir / "claims.json", [c.to_dict() for c in self.claims])
 
 
 def execute(
@@ -198,6 +242,7 @@ def execute(
         run.add_text("Error", traceback.format_exc())
     run.metrics["wall_time_s"] = round(time.perf_counter() - t0, 3)
     run._flush_metrics()
+    run._flush_claims()  # also on a resumed run that declared none (no stale claims)
     write_report(
         out / "report.html",
         title=f"{cfg.job}" + (f" ({cfg.level})" if cfg.level != "full" else ""),
@@ -207,6 +252,7 @@ def execute(
         tables=run.tables,
         figures=run.figures,
         texts=run.texts,
+        claims=run.claims,
     )
     if error is not None:
         raise error
