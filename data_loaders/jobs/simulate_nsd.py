@@ -31,7 +31,7 @@ _ROI_COLOURS = {
 class SimulateNSDParams(BaseModel):
     """Parameters of the ``simulate_nsd`` job (the arguments of ``simulate_nsd``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_subjects: int = Field(4, ge=1, le=8, description="subjects (NSD has 8)")
     n_sessions: int | list[int] = Field(2, description="sessions per subject, or one per subject")

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["RidgeEncoder", "DEFAULT_ALPHAS"]
 
@@ -41,19 +41,6 @@ def _himalaya_backend(name: str) -> Iterator:
         yield backend
     finally:
         set_backend(old.name)
-
-
-def _check_2d(name: str, arr, n_rows: int | None = None) -> np.ndarray:
-    """A numeric 2-D array (a 1-D ``Y`` becomes one column) with ``n_rows`` rows if given."""
-    a = np.asarray(arr)
-    if a.ndim == 1 and name == "Y":
-        a = a[:, None]
-    if a.ndim != 2 or a.dtype.kind not in "iuf" or (n_rows is not None and a.shape[0] != n_rows):
-        rows = "n_samples" if n_rows is None else f"n_samples={n_rows}"
-        raise ValueError(
-            f"{name}: expected numeric array of shape ({rows}, n), got {a.dtype} {a.shape}"
-        )
-    return a
 
 
 class RidgeEncoder(RegressorMixin, BaseEstimator):
@@ -110,6 +97,11 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
         self.n_targets_batch = n_targets_batch
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # one voxel per output column
+        return tags
+
     def _alphas(self) -> np.ndarray:
         alphas = DEFAULT_ALPHAS if self.alphas is None else np.atleast_1d(
             np.asarray(self.alphas, dtype=np.float64)
@@ -128,9 +120,10 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of float, shape (n_samples, n_features)
-            Image features.
+            Image features. Dense and finite (scikit-learn's messages otherwise).
         Y : array-like of float, shape (n_samples, n_voxels) or (n_samples,)
-            Responses. Must be finite.
+            Responses. Must be finite. A 1-D ``Y`` (one voxel) makes :meth:`predict`
+            return 1-D predictions, as scikit-learn regressors do.
 
         Returns
         -------
@@ -138,22 +131,40 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
         """
         from himalaya.ridge import RidgeCV
 
-        X = _check_2d("X", X)
-        Y = _check_2d("Y", Y, X.shape[0])
-        for name, a in (("X", X), ("Y", Y)):
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{name}: expected finite values, got NaN or inf")
         if isinstance(self.cv, bool) or not isinstance(self.cv, int | np.integer) or self.cv < 2:
             raise ValueError(f"cv: expected an int >= 2 folds, got {self.cv!r}")
-        if X.shape[0] < self.cv:
-            raise ValueError(
-                f"X: expected at least cv={self.cv} samples for {self.cv}-fold CV, got {X.shape[0]}"
-            )
         if self.backend not in ("numpy", "torch", "torch_cuda"):
             raise ValueError(
                 f"backend: expected 'numpy', 'torch' or 'torch_cuda', got {self.backend!r}"
             )
+        if self.backend == "torch_cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                # the message of decoding._device.resolve_device, naming this field
+                raise ValueError(
+                    "backend: 'torch_cuda' requested but torch sees no CUDA device "
+                    "(use 'numpy' or 'torch')"
+                )
+        if self.n_targets_batch is not None and (
+            isinstance(self.n_targets_batch, bool)
+            or not isinstance(self.n_targets_batch, int | np.integer)
+            or self.n_targets_batch < 1
+        ):
+            raise ValueError(
+                f"n_targets_batch: expected None or an int >= 1, got {self.n_targets_batch!r}"
+            )
         alphas = self._alphas()
+        X, Y = validate_data(
+            self, X, Y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
+        )
+        self._single_output = Y.ndim == 1
+        Y = Y.reshape(len(Y), -1)
+        if X.shape[0] < self.cv:
+            raise ValueError(
+                f"X: {self.cv}-fold cross-validation (cv={self.cv}) needs at least {self.cv} "
+                f"samples, got n_samples={X.shape[0]}"
+            )
         with _himalaya_backend(self.backend) as bk, warnings.catch_warnings():
             # himalaya suggests kernel ridge when n_samples < n_features; same answer
             warnings.filterwarnings("ignore", message="Solving ridge is slower")
@@ -175,23 +186,23 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
             ).copy()
             self.best_alphas_ = np.asarray(bk.to_numpy(model.best_alphas_), dtype=np.float64)
             self.cv_scores_ = np.asarray(bk.to_numpy(model.cv_scores_), dtype=np.float64).ravel()
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X) -> np.ndarray:
-        """Predicted responses, float32 ``(n_samples, n_voxels)``."""
-        check_is_fitted(self, "coef_")
-        X = _check_2d("X", X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X: expected {self.n_features_in_} features (as in fit), got {X.shape[1]}"
-            )
-        return (X.astype(np.float32) @ self.coef_ + self.intercept_).astype(np.float32)
+        """Predicted responses.
 
-    def score(self, X, Y, sample_weight=None) -> float:
-        """Mean over voxels of the coefficient of determination R^2 on ``(X, Y)``."""
-        from sklearn.metrics import r2_score
+        Parameters
+        ----------
+        X : array-like of float, shape (n_samples, n_features)
 
-        pred = self.predict(X)
-        Y = _check_2d("Y", Y, pred.shape[0])
-        return float(r2_score(Y, pred, sample_weight=sample_weight, multioutput="uniform_average"))
+        Returns
+        -------
+        ndarray, shape (n_samples, n_voxels), or (n_samples,) after a 1-D ``Y``
+            float32 for float32 ``X``, else float64.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        out_dtype = np.float32 if X.dtype == np.float32 else np.float64
+        pred = X.astype(np.float64) @ self.coef_.astype(np.float64) + self.intercept_
+        pred = pred.astype(out_dtype)
+        return pred[:, 0] if getattr(self, "_single_output", False) else pred

@@ -515,7 +515,11 @@ def _labels(name: str, y: Any) -> np.ndarray:
         arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "iu":
         raise ValueError(f"{name}: expected integer class labels, got {_describe(arr)}")
-    return arr
+    elif arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: expected labels below 2**63, got {int(arr.max())}")
+    # one signed dtype for every caller: differences such as |y_pred - y_true| wrap
+    # around in unsigned (uint8) arithmetic, and products overflow in narrow ints
+    return arr.astype(np.int64, copy=False)
 
 
 def _label_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -72,7 +72,8 @@ def window_position(ds: EEGDataset) -> np.ndarray:
     :func:`data_loaders.dreamer.load_dreamer` and :func:`data_loaders.eeg.load_eeg` do.
     """
     pos = np.zeros(len(ds), dtype=np.int64)
-    keys = ds.subject.astype(np.int64) * (int(ds.trial.max()) + 1) + ds.trial
+    trial = np.asarray(ds.trial).astype(np.int64)  # any integer dtype (uint8 wraps)
+    keys = np.asarray(ds.subject).astype(np.int64) * (int(trial.max()) + 1) + trial
     for k in np.unique(keys):
         idx = np.flatnonzero(keys == k)
         pos[idx] = np.arange(idx.size)
@@ -236,7 +237,11 @@ def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, prot
     if target not in ds.labels:
         raise ValueError(f"target: {target!r} is not a label of the dataset "
                          f"(labels: {sorted(ds.labels)})")
-    y = ds.labels[target]
+    y = np.asarray(ds.labels[target])
+    if y.dtype.kind not in "iu" or y.size == 0 or y.min() < 0:
+        raise ValueError(f"target: labels {target!r} must be non-empty integer classes >= 0, "
+                         f"got {y.dtype} {y.shape}")
+    y = y.astype(np.int64)  # signed: metrics and fold arithmetic on uint8 would wrap
     n_classes = int(y.max()) + 1
     folds = list(make_folds(protocol, ds, **fold_kwargs))
     if max_folds is not None:

@@ -21,7 +21,7 @@ __all__ = ["BraInCoRLParams", "braincorl", "images_to_match"]
 class BraInCoRLParams(BaseModel):
     """Parameters of the ``braincorl`` job (``configs/encode/braincorl.yaml``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     nsd_root: str | None = Field(
         None, description="NSD root (real or simulated); None: the embedded simulated NSD"

@@ -22,7 +22,7 @@ STRICT = ("sd_trial", "loso")
 
 
 class HiSTNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data_path: str | None = Field(None, description="a real DREAMER.mat; None = the simulation")
     n_subjects: int = Field(23, ge=2, description="subjects of the simulation")

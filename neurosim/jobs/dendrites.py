@@ -50,7 +50,7 @@ PUBLISHED = [
 class SdrTheoryParams(BaseModel):
     """Parameters of the ``sdr_theory`` job (sizes are numbers of cells or synapses)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_min: int = Field(300, ge=1, description="smallest population size n of the n sweep")
     n_max: int = Field(20000, ge=1, description="largest n of the n sweep")
@@ -339,7 +339,7 @@ def sdr_theory(params: SdrTheoryParams, run) -> dict:
 class ContinualParams(BaseModel):
     """Parameters of the ``dendrites_continual`` job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_tasks: int = Field(10, ge=2, description="permuted-digit tasks learned in sequence")
     models: list[Literal["dendritic", "mlp", "mlp_kwta", "mlp_kwta_context"]] = Field(

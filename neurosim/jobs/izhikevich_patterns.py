@@ -28,7 +28,7 @@ from neurosim.izhikevich import (
 class PatternsParams(BaseModel):
     """Parameters of the ``izhikevich_patterns`` job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     patterns: list[str] | None = Field(
         None, description="names from neurosim.izhikevich.PATTERNS; default: all 27"

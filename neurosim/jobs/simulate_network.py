@@ -21,7 +21,7 @@ from neurosim.reservoir import Reservoir
 class SimulateNetworkParams(BaseModel):
     """Parameters of the ``simulate_network`` job."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: Literal["izhikevich_2003", "reservoir"] = Field(
         "izhikevich_2003", description="which network to simulate")

@@ -33,7 +33,7 @@ from neurosim.tasks import WhatWhenTask, WhatWhenTrials, sample_blocks
 class WhatWhenParams(BaseModel):
     """Parameters of the what-and-when experiments."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # reservoir
     n_neurons: int = Field(400, ge=10, description="reservoir size")

@@ -73,9 +73,9 @@ def test_defaults_and_sklearn_api():
 @pytest.mark.parametrize(
     ("kwargs", "X", "Y", "match"),
     [
-        ({}, np.ones((10, 3)), np.ones((9, 2)), "Y: expected"),
-        ({}, np.full((10, 3), np.nan), np.ones((10, 2)), "X: expected finite"),
-        ({}, np.ones((4, 3)), np.ones((4, 2)), "at least cv=5"),
+        ({}, np.ones((10, 3)), np.ones((9, 2)), "inconsistent numbers of samples"),
+        ({}, np.full((10, 3), np.nan), np.ones((10, 2)), "Input X contains NaN"),
+        ({}, np.ones((4, 3)), np.ones((4, 2)), "cv=5.*n_samples=4"),
         ({"backend": "jax"}, np.ones((10, 3)), np.ones((10, 2)), "backend"),
         ({"alphas": [-1.0]}, np.ones((10, 3)), np.ones((10, 2)), "alphas"),
         ({"cv": 1}, np.ones((10, 3)), np.ones((10, 2)), "cv"),
@@ -89,5 +89,5 @@ def test_bad_input(kwargs, X, Y, match):
 def test_predict_wrong_feature_count():
     X, Y = _data()
     enc = RidgeEncoder().fit(X, Y)
-    with pytest.raises(ValueError, match="expected 6 features"):
+    with pytest.raises(ValueError, match="X has 5 features, but RidgeEncoder is expecting 6"):
         enc.predict(X[:, :5])
