@@ -3,7 +3,10 @@
 A trained model is a folder anyone can move: ``config.json`` (the estimator's constructor
 arguments plus whatever the subclass adds with :meth:`_extra_config`) and
 ``model.safetensors`` (the ``state_dict`` of the held ``nn.Module``, ``self.module_``).
-Both files are written atomically.
+The pair is written into a temporary sibling folder that is then renamed onto the target
+(:func:`data_loaders._io.atomic_dir`), so a kill never leaves a new ``config.json`` beside
+old weights. A truncated or damaged file is refused with its path
+(:class:`data_loaders._io.CorruptFileError`).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from data_loaders._io import atomic_path, atomic_write_json
+from data_loaders._io import CorruptFileError, atomic_dir, atomic_write_json, reading
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_OWN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
 class PretrainedMixin:
@@ -36,7 +40,11 @@ class PretrainedMixin:
             setattr(self, key, value)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``save_directory``."""
+        """Write ``config.json`` and ``model.safetensors`` into ``save_directory``.
+
+        The folder is replaced as a whole (written beside it, then renamed), so it must
+        hold nothing else: a folder with other files is refused rather than emptied.
+        """
         from safetensors.torch import save_file
 
         if not hasattr(self, "module_"):
@@ -45,16 +53,24 @@ class PretrainedMixin:
                 "(no `module_`); call fit(...) first"
             )
         out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"save_directory: {out} exists and is not a folder")
+        if out.is_dir():
+            other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
+            if other:
+                raise FileExistsError(
+                    f"save_directory: {out} holds other files {other[:5]}; expected a folder "
+                    f"with only {list(_OWN_FILES)} (or none): pick another folder"
+                )
         config = {
             "_class_name": type(self).__name__,
             "params": self.get_params(deep=False),
             "extra": self._extra_config(),
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
-        with atomic_path(out / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp))
-        atomic_write_json(out / CONFIG_NAME, config)
+        with atomic_dir(out) as tmp:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            atomic_write_json(tmp / CONFIG_NAME, config)
         return out
 
     @classmethod
@@ -67,18 +83,34 @@ class PretrainedMixin:
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{cls.__name__}.from_pretrained: missing file {p}")
-        try:
+        with reading(cfg_path, "the JSON config of save_pretrained"):
             config = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{cfg_path}: not valid JSON ({err})") from err
+        if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+            raise CorruptFileError(
+                cfg_path, "a JSON object with '_class_name', 'params' and 'extra'",
+                TypeError(f"got {type(config).__name__}"),
+            )
         name = config.get("_class_name")
         if name != cls.__name__:
             raise ValueError(
                 f"{cfg_path}: _class_name is {name!r}, expected {cls.__name__!r}"
             )
-        est = cls(**config["params"])
+        try:
+            est = cls(**config["params"])
+        except TypeError as err:
+            raise ValueError(
+                f"{cfg_path}: field 'params' does not fit {cls.__name__} ({err})"
+            ) from err
         est._restore_extra(config.get("extra", {}))
         module = est._build_module(config.get("extra", {}))
-        module.load_state_dict(load_file(str(w_path), device=device))
+        with reading(w_path, f"safetensors weights of {cls.__name__}"):
+            state = load_file(str(w_path), device=device)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{w_path}: weights do not fit the model of {cfg_path} (expected tensors "
+                f"{sorted(module.state_dict())[:4]}...; {str(err).splitlines()[0]})"
+            ) from err
         est.module_ = module.to(device).eval()
         return est

@@ -6,12 +6,13 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
 from neurosuite.config import ConfigError, load_yaml, resolve
 from neurosuite.report import Figure, Section, load_claims, write_sections
-from neurosuite.runs import RunFolderExistsError, execute, prepare_out_dir
+from neurosuite.runs import DamagedCheckpointError, execute, prepare_out_dir
 
 logger = logging.getLogger("neurosuite")
 
@@ -48,8 +49,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     level = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = resolve(args.config, level=level, sets=args.set)
     out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
-    execute(cfg, out, force=args.force, resume=args.resume, verbose=_interactive(args),
-            argv=sys.argv)
+    restart = args.restart_damaged
+    try:
+        execute(cfg, out, force=args.force, resume=args.resume, verbose=_interactive(args),
+                argv=sys.argv, restart_damaged=restart)
+    except DamagedCheckpointError as err:
+        # the offer: at a terminal, ask; elsewhere the message says which flag does it
+        if restart or not (args.resume and sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        print(f"neurosuite: {err}", file=sys.stderr)
+        answer = input(f"start that unit again (keeps {err.path.name}.damaged)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise
+        execute(cfg, out, resume=True, verbose=_interactive(args), argv=sys.argv,
+                restart_damaged=True)
     print(out / "report.html")
     return 0
 
@@ -117,6 +130,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurosuite", description=__doc__)
     p.add_argument("--verbose", "-v", action="store_true", help="log info messages")
+    p.add_argument("--traceback", action="store_true",
+                   help="on an error, print the full Python traceback too")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run one config into a run folder")
@@ -126,11 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set params.n=100 --set seed=1")
     r.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     r.add_argument("--resume", action="store_true",
-                   help="reuse an existing run folder and continue from its checkpoints")
+                   help="reuse an existing run folder and continue from its checkpoints "
+                        "(the resolved config must equal the stored one)")
+    r.add_argument("--restart-damaged", action="store_true",
+                   help="with --resume: move a checkpoint that cannot be read aside "
+                        "(<name>.damaged) and compute that unit again")
     lv = r.add_mutually_exclusive_group()
     lv.add_argument("--quick", action="store_true", help="apply the config's quick overrides")
     lv.add_argument("--smoke", action="store_true", help="apply the tiny smoke overrides")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                   help="on an error, print the full Python traceback too")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the tour of the suite on the embedded default data")
@@ -138,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny version of every stage (seconds)")
     d.add_argument("--force", action="store_true", help="overwrite an existing folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                   help="on an error, print the full Python traceback too")
     d.set_defaults(func=cmd_demo)
 
     sub.add_parser("list", help="the shipped configs, one line each").set_defaults(func=cmd_list)
@@ -154,9 +177,24 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, RunFolderExistsError) as err:
-        print(f"neurosuite: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("neurosuite: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error gets one named line, exit 2
+        if getattr(args, "traceback", False):
+            traceback.print_exc()
+        print(f"neurosuite: error: {_describe_error(err)}", file=sys.stderr)
+        if not getattr(args, "traceback", False) and not isinstance(err, ConfigError):
+            print("neurosuite: (run with --traceback for the full traceback)", file=sys.stderr)
         return 2
+
+
+def _describe_error(err: BaseException) -> str:
+    """One line for the user: the message, with the type where it adds something."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, ConfigError | ValueError | FileNotFoundError | FileExistsError):
+        return text
+    return f"{type(err).__name__}: {text}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -99,10 +99,11 @@ def test_unknown_job_lists_valid_ones(toy, capsys, tmp_path):
     assert "unknown job 'nope'" in err and "toy" in err
 
 
-def test_failed_job_leaves_a_report(toy, tmp_path):
+def test_failed_job_leaves_a_report(toy, tmp_path, capsys):
     out = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="asked to fail"):
-        cli.main(["run", str(toy), "--out", str(out), "--quiet", "--set", "fail=true"])
+    assert cli.main(["run", str(toy), "--out", str(out), "--quiet", "--set", "fail=true"]) == 2
+    err = capsys.readouterr().err
+    assert "neurosuite: error: RuntimeError: asked to fail" in err and "Traceback" not in err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "asked to fail" in metrics["error"]
     assert "asked to fail" in (out / "report.html").read_text()
