@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
-from data_loaders._io import atomic_path
+from data_loaders._io import atomic_path, reading
 from data_loaders.schema import FMRIDataset, FMRISubject, Stimuli
 
 if TYPE_CHECKING:
@@ -94,6 +94,14 @@ _BETA_SUFFIXES = ("hdf5", "nii.gz", "nii")
 # Bytes of int16 betas read at once; bounds the working memory of a session read.
 _READ_BLOCK_BYTES = 64 * 2**20
 _IMAGE_BATCH = 64
+# Affines of files on one voxel grid agree to float32 rounding of a header; a real shift
+# or flip is millimetres (``load_nifti_betas`` uses the same tolerance).
+_AFFINE_ATOL_MM = 1e-4
+_EXPDESIGN_WHAT = "a MATLAB file with fields masterordering, subjectim, sharedix"
+_BETAS_WHAT = {
+    "hdf5": "HDF5 with dataset '/betas' int16 (trials, Z, Y, X)",
+    "nii": "a 4D NIfTI of int16 betas (X, Y, Z, trials)",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -298,7 +306,8 @@ def read_expdesign(root: str | os.PathLike) -> NSDExpDesign:
     path = _Paths(Path(root)).expdesign
     if not path.is_file():
         raise FileNotFoundError(f"NSD experimental design not found: expected {path}")
-    mat = loadmat(path)
+    with reading(path, _EXPDESIGN_WHAT):
+        mat = loadmat(path)
     mo = _int_field(path, mat, "masterordering", 1)
     si = _int_field(path, mat, "subjectim", 2)
     sh = _int_field(path, mat, "sharedix", 1)
@@ -363,15 +372,52 @@ def _session_file(paths: _Paths, subject: int, session: int) -> Path:
 def _load_volume(path: Path, what: str) -> nib.Nifti1Image:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: expected {path}")
-    return nib.load(path)
+    with reading(path, f"a NIfTI image ({what})"):
+        return nib.load(path)
 
 
-def _label_volume(img: nib.spatialimages.SpatialImage, path: Path, shape: tuple) -> np.ndarray:
+def _volume_data(img: nib.spatialimages.SpatialImage, path: Path, what: str) -> np.ndarray:
+    """The voxel values of ``img``; a truncated or corrupt file names itself."""
+    with reading(path, f"a NIfTI image ({what})"):
+        return np.asanyarray(img.dataobj)
+
+
+def _check_geometry(
+    path: Path, shape: tuple, affine: np.ndarray | None,
+    ref: tuple[tuple, np.ndarray | None, Path] | None,
+) -> None:
+    """Refuse a file whose grid (shape, and affine when both have one) differs from ``ref``."""
+    if ref is None:
+        return
+    ref_shape, ref_affine, ref_path = ref
+    if tuple(shape) != tuple(ref_shape):
+        raise ValueError(
+            f"{path}: grid {tuple(shape)} differs from {ref_path} {tuple(ref_shape)}; expected "
+            "every betas, ROI and ncsnr file of a subject on one voxel grid"
+        )
+    if affine is None or ref_affine is None:
+        return
+    diff = float(np.abs(np.asarray(affine) - np.asarray(ref_affine)).max())
+    if not np.isfinite(diff) or diff > _AFFINE_ATOL_MM:
+        raise ValueError(
+            f"{path}: affine differs from {ref_path} by up to {diff:.4g} mm (tolerance "
+            f"{_AFFINE_ATOL_MM:g}; voxel sizes {np.diag(np.asarray(affine))[:3].round(3).tolist()}"
+            f" vs {np.diag(np.asarray(ref_affine))[:3].round(3).tolist()}); expected every "
+            "betas, ROI and ncsnr file of a subject on one voxel grid (shifted, flipped or "
+            "resampled?)"
+        )
+
+
+def _label_volume(
+    img: nib.spatialimages.SpatialImage, path: Path, shape: tuple, ref: tuple | None = None
+) -> np.ndarray:
     if tuple(img.shape[:3]) != tuple(shape) or len(img.shape) != 3:
         raise ValueError(
             f"{path}: ROI shape {tuple(img.shape)} does not match the betas grid {tuple(shape)}"
         )
-    data = np.asanyarray(img.dataobj)
+    if ref is not None:
+        _check_geometry(path, img.shape[:3], img.affine, ref)
+    data = _volume_data(img, path, "ROI labels")
     return np.rint(data).astype(np.int32) if data.dtype.kind == "f" else data.astype(np.int32)
 
 
@@ -386,18 +432,19 @@ def _betas_dataset(f: Any, path: Path) -> Any:
     return dset
 
 
-def _session_grid(path: Path) -> tuple[tuple[int, int, int], int]:
-    """((X, Y, Z), n_trials) of a betas file, from its header only."""
+def _session_grid(path: Path) -> tuple[tuple[int, int, int], int, np.ndarray | None]:
+    """((X, Y, Z), n_trials, affine or None for HDF5) of a betas file, from its header."""
     if path.name.endswith(".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as f:
+        with reading(path, _BETAS_WHAT["hdf5"]), h5py.File(path, "r") as f:
             t, z, y, x = _betas_dataset(f, path).shape
-        return (x, y, z), t
-    img = nib.load(path)
+        return (x, y, z), t, None
+    with reading(path, _BETAS_WHAT["nii"]):
+        img = nib.load(path)
     if len(img.shape) != 4:
         raise ValueError(f"{path}: betas expected a 4D image (X, Y, Z, trials), got {img.shape}")
-    return tuple(img.shape[:3]), int(img.shape[3])
+    return tuple(img.shape[:3]), int(img.shape[3]), img.affine
 
 
 class _SessionReader:
@@ -548,7 +595,7 @@ def _resize(batch: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def _voxel_labels(
-    paths: _Paths, subject: int, shape: tuple, xyz: tuple, verbose: Any
+    paths: _Paths, subject: int, shape: tuple, xyz: tuple, verbose: Any, ref: tuple | None = None
 ) -> np.ndarray:
     """Per-voxel labels V1/V2/V3/hV4 (prf-visualrois), MTL (MTL), higher (streams)."""
     labels = np.full(xyz[0].size, "other", dtype="<U6")
@@ -558,7 +605,7 @@ def _voxel_labels(
         if not path.is_file():
             _log(verbose, f"subj{subject:02d}: {path.name} absent, its voxels stay 'other'")
             continue
-        codes = _label_volume(nib.load(path), path, shape)[xyz]
+        codes = _label_volume(_load_volume(path, "ROI file"), path, shape, ref)[xyz]
         free = labels == "other"
         if name == "prf-visualrois":
             for code, lab in _PRF_TO_LABEL.items():
@@ -600,10 +647,12 @@ def _load_subject(
     else:
         files = {s: _session_file(paths, subject, s) for s in sessions}
 
-    # grid and trial counts from the headers, before any data is read
+    # grid, affine and trial counts from the headers, before any data is read; the first
+    # file with an affine (a NIfTI session, else the first ROI file) is the reference grid
     shape = n_per = None
+    ref: tuple | None = None
     for f in files.values():
-        shape_s, n_s = _session_grid(f)
+        shape_s, n_s, aff_s = _session_grid(f)
         if shape is None:
             shape, n_per = shape_s, n_s
         elif shape_s != shape or n_s != n_per:
@@ -611,6 +660,11 @@ def _load_subject(
                 f"{f}: betas grid {shape_s} x {n_s} trials differs from the first session's "
                 f"{shape} x {n_per}; expected every session of a subject on one grid"
             )
+        if aff_s is not None:
+            if ref is None:
+                ref = (shape_s, aff_s, f)
+            else:
+                _check_geometry(f, shape_s, aff_s, ref)
 
     # voxel selection: union of the ROI files (> 0), C order over (X, Y, Z)
     select = np.zeros(shape, dtype=bool)
@@ -623,8 +677,10 @@ def _load_subject(
             raise FileNotFoundError(
                 f"roi: ROI file for {roi!r} not found: expected {path}; available: {avail}"
             )
-        img = nib.load(path)
-        select |= _label_volume(img, path, shape) > 0
+        img = _load_volume(path, "ROI file")
+        if ref is None:
+            ref = (tuple(img.shape[:3]), img.affine, path)
+        select |= _label_volume(img, path, shape, ref) > 0
         affine = img.affine if affine is None else affine
     xyz = np.nonzero(select)
     n_vox = xyz[0].size
@@ -639,23 +695,26 @@ def _load_subject(
     betas = np.empty((trial_idx.size, n_vox), dtype=np.float32)
     bar = _progress(list(files.values()), verbose, len(files), f"{name} sessions")
     for i, f in enumerate(bar):
-        _SessionReader(f, xyz).read(betas[i * n_per : (i + 1) * n_per])
+        with reading(f, _BETAS_WHAT["hdf5" if f.name.endswith(".hdf5") else "nii"]):
+            _SessionReader(f, xyz).read(betas[i * n_per : (i + 1) * n_per])
 
     ncsnr = None
     nc_path = paths.ncsnr(subject)
     if nc_path.is_file():
-        nc_img = nib.load(nc_path)
+        nc_img = _load_volume(nc_path, "ncsnr")
         if tuple(nc_img.shape[:3]) != tuple(shape):
             raise ValueError(
                 f"{nc_path}: ncsnr shape {nc_img.shape} does not match the betas grid {shape}"
             )
-        ncsnr = np.asarray(nc_img.dataobj, dtype=np.float32).reshape(shape)[xyz]
+        _check_geometry(nc_path, nc_img.shape[:3], nc_img.affine, ref)
+        nc_data = _volume_data(nc_img, nc_path, "float32 ncsnr (X, Y, Z)")
+        ncsnr = np.asarray(nc_data, dtype=np.float32).reshape(shape)[xyz]
         if not np.isfinite(ncsnr).all() or (ncsnr < 0).any():
             raise ValueError(f"{nc_path}: field 'ncsnr' expected finite values >= 0")
     else:
         _log(verbose, f"{name}: {nc_path} absent; ncsnr is None")
 
-    roi_labels = _voxel_labels(paths, subject, shape, xyz, verbose)
+    roi_labels = _voxel_labels(paths, subject, shape, xyz, verbose, ref)
     return FMRISubject(
         betas=betas, stim_ids=stim_ids, roi=roi_labels, mask_img=mask_img, ncsnr=ncsnr,
         subject=name,
@@ -735,7 +794,12 @@ def load_nsd(
         names the path expected.
     ValueError
         Bad arguments, or a file whose content does not match the layout (a missing field
-        or dataset, a grid mismatch between ROI and betas, NaN betas).
+        or dataset, NaN betas), or files of one subject on different voxel grids: the shape
+        and affine (to 1e-4 mm) of every NIfTI betas, ROI and ncsnr file are compared with
+        the first one and the message names both files.
+    data_loaders._io.CorruptFileError
+        (a ``ValueError``) A file that exists but cannot be read (truncated, damaged): the
+        message names it and what it should hold.
 
     Examples
     --------
@@ -778,7 +842,8 @@ def load_nsd(
 
     ids = np.unique(np.concatenate([s.stim_ids for s in loaded.values()]))
     if images:
-        imgs = _read_images(paths.stimuli, ids, image_size, verbose)
+        with reading(paths.stimuli, "HDF5 with dataset 'imgBrick' uint8 (n, H, W, 3)"):
+            imgs = _read_images(paths.stimuli, ids, image_size, verbose)
     else:
         imgs = np.zeros((ids.size, 0, 0, 3), dtype=np.uint8)
     stim = Stimuli(images=imgs, ids=ids, attributes={"shared": np.isin(ids, design.sharedix)})
