@@ -8,6 +8,11 @@ serves both::
     DREAMER.Data{1, s}.EEG.baseline{j, 1}  (7808 x 14) uV (61 s)
     DREAMER.Data{1, s}.ScoreValence        (18 x 1) in 1..5 (also Arousal, Dominance)
     DREAMER.EEG_SamplingRate, DREAMER.EEG_Electrodes, noOfSubjects, noOfVideoSequences
+
+Header fields are checked, not trusted: ``EEG_SamplingRate`` must be a finite rate > 0 that
+makes every baseline last DREAMER's documented 61 s (7808 samples at 128 Hz; Katsigiannis &
+Ramzan 2018 and the Zenodo readme). A simulated file states its own baseline length in the
+extra field ``EEG_BaselineSeconds``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_loaders._io import reading
 from data_loaders.schema import EEGDataset
 
 DREAMER_CHANNELS: tuple[str, ...] = (
@@ -27,6 +33,8 @@ _SCORE_FIELDS = {"valence": "ScoreValence", "arousal": "ScoreArousal",
                  "dominance": "ScoreDominance"}
 _TOP_FIELDS = ("Data", "EEG_SamplingRate", "EEG_Electrodes")
 BASELINES = ("zscore_mid10s", "subtract_mean", None)
+#: Length of every ``EEG.baseline`` recording in DREAMER (7808 samples at 128 Hz).
+DREAMER_BASELINE_S = 61.0
 
 
 def _unwrap(x):
@@ -71,7 +79,29 @@ def score_to_label(scores: np.ndarray, binary_threshold: float | None = None) ->
     scores = np.asarray(scores)
     if binary_threshold is None:
         return (scores - 1).astype(np.int64)
+    _check_threshold(binary_threshold)
     return (scores >= binary_threshold).astype(np.int64)
+
+
+def _check_threshold(binary_threshold: float) -> None:
+    # 1 < t <= 5: each class can occur on the 1..5 scale (t = 10 would make every label 0)
+    ok = isinstance(binary_threshold, int | float | np.integer | np.floating) and not isinstance(
+        binary_threshold, bool
+    )
+    if not ok or not (np.isfinite(binary_threshold) and 1 < binary_threshold <= 5):
+        raise ValueError(
+            f"binary_threshold: expected None or a number in (1, 5] on the 1..5 rating scale "
+            f"(label = score >= threshold), got {binary_threshold!r}"
+        )
+
+
+def _positive_finite(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not ok or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite number > 0{' or None' * allow_none}, "
+                         f"got {value!r}")
 
 
 def load_dreamer(
@@ -131,8 +161,11 @@ def load_dreamer(
         raise FileNotFoundError(f"path: no DREAMER file at {path}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline: expected one of {BASELINES}, got {baseline!r}")
-    if not window_s > 0:
-        raise ValueError(f"window_s: expected seconds > 0, got {window_s!r}")
+    _positive_finite("window_s", window_s)
+    _positive_finite("last_s", last_s, allow_none=True)
+    _positive_finite("sfreq", sfreq, allow_none=True)
+    if binary_threshold is not None:
+        _check_threshold(binary_threshold)
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
     targets = [targets] if isinstance(targets, str) else list(targets)
@@ -140,10 +173,11 @@ def load_dreamer(
     if bad or not targets:
         raise ValueError(f"targets: expected a subset of {list(_SCORE_FIELDS)}, got {targets!r}")
 
-    try:
-        mat = loadmat(str(path), verify_compressed_data_integrity=False)
-    except NotImplementedError as err:  # MATLAB v7.3 (HDF5)
-        raise ValueError(f"path: {path} is a MATLAB v7.3 file; save it with -v7") from err
+    with reading(path, "DREAMER.mat (a MATLAB v5 file with the struct 'DREAMER')"):
+        try:
+            mat = loadmat(str(path), verify_compressed_data_integrity=False)
+        except NotImplementedError as err:  # MATLAB v7.3 (HDF5)
+            raise ValueError(f"path: {path} is a MATLAB v7.3 file; save it with -v7") from err
     if "DREAMER" not in mat:
         keys = [k for k in mat if not k.startswith("__")]
         raise ValueError(f"{path}: variable 'DREAMER' missing; this is not a DREAMER.mat "
@@ -151,7 +185,17 @@ def load_dreamer(
     root = _unwrap(mat["DREAMER"])
     for name in _TOP_FIELDS:
         _field(root, name, "DREAMER")
-    file_sfreq = float(np.asarray(_field(root, "EEG_SamplingRate", "DREAMER")).reshape(-1)[0])
+    file_sfreq = _header_number(root, "EEG_SamplingRate", path)
+    if not (np.isfinite(file_sfreq) and file_sfreq > 0):
+        raise ValueError(f"{path}: field DREAMER.EEG_SamplingRate expected a sampling rate "
+                         f"> 0 Hz (128 in DREAMER), got {file_sfreq!r}")
+    names = root.dtype.names or ()
+    if "EEG_BaselineSeconds" in names:  # a simulated file says how long its baselines are
+        base_s = _header_number(root, "EEG_BaselineSeconds", path)
+    elif "Version" in names and _as_str(root["Version"]).startswith("simulated"):
+        base_s = None  # an older simulation: its baseline length is not stated
+    else:
+        base_s = DREAMER_BASELINE_S
     electrodes = [_as_str(e) for e in np.asarray(_field(root, "EEG_Electrodes", "DREAMER")
                                                  ).reshape(-1)]
     missing = [c for c in DREAMER_CHANNELS if c not in electrodes]
@@ -160,8 +204,6 @@ def load_dreamer(
     order = np.array([electrodes.index(c) for c in DREAMER_CHANNELS])
 
     out_sfreq = file_sfreq if sfreq is None else float(sfreq)
-    if not out_sfreq > 0:
-        raise ValueError(f"sfreq: expected a sampling rate > 0 Hz, got {sfreq!r}")
     data = np.asarray(_field(root, "Data", "DREAMER"), dtype=object).reshape(-1)
     n_subjects = data.size
     subj_ids = range(n_subjects) if subjects is None else list(subjects)
@@ -199,6 +241,9 @@ def load_dreamer(
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{name}: {int((~np.isfinite(arr)).sum())} NaN/inf "
                                      "samples; expected finite microvolts")
+            if base_s is not None:
+                _check_baseline_length(b.shape[0], file_sfreq, base_s, path,
+                                       f"{where}.EEG.baseline{{{j + 1}}}")
             x = x[:, order].astype(np.float64).T
             b = b[:, order].astype(np.float64).T
             if out_sfreq != file_sfreq:
@@ -230,6 +275,29 @@ def load_dreamer(
     if verbose:
         print(f"load_dreamer: {ds!r} from {path.name}")
     return ds
+
+
+def _header_number(root, name: str, path: Path) -> float:
+    """A scalar header field of the file, as float; anything else names the field."""
+    value = np.asarray(_field(root, name, "DREAMER"))
+    try:
+        if value.size != 1:
+            raise TypeError(f"{value.size} values")
+        return float(value.reshape(-1)[0])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: field DREAMER.{name} expected one number, got "
+                         f"{value.dtype} of shape {value.shape} ({err})") from None
+
+
+def _check_baseline_length(n: int, sfreq: float, base_s: float, path: Path, where: str) -> None:
+    """The declared rate must make the baseline last its documented length (one sample)."""
+    if abs(n - base_s * sfreq) > 1.0:
+        raise ValueError(
+            f"{path}: field DREAMER.EEG_SamplingRate = {sfreq:g} Hz makes {where} ({n} "
+            f"samples) last {n / sfreq:g} s, but its baselines last {base_s:g} s (DREAMER: 61 s "
+            f"= 7808 samples at 128 Hz); expected EEG_SamplingRate = {n / base_s:g} Hz for "
+            "these samples"
+        )
 
 
 def _resample(x: np.ndarray, f_in: float, f_out: float) -> np.ndarray:

@@ -12,6 +12,12 @@ Two ways to cut a continuous recording into labelled epochs:
 
 Labels are class indices into the sorted label names (``event_id``), returned with
 ``return_event_id=True``. Data are in volts (MNE's unit for EEG).
+
+Marker descriptions are normalised before use, so one recording gives the same classes in
+every format: MNE reads a BrainVision comment marker as ``"Comment/<text>"`` where FIF and
+EDF+ give ``"<text>"``; the ``Comment/`` prefix and surrounding blanks are removed. Then
+``BAD*`` and ``EDGE*`` annotations (MNE's convention) are never labels, and in window mode
+a label needs an annotation of non-zero length (a zero-length marker holds no window).
 """
 
 from __future__ import annotations
@@ -21,9 +27,30 @@ from pathlib import Path
 
 import numpy as np
 
+from data_loaders._io import reading
 from data_loaders.schema import EEGDataset
 
 _BIDS_EEG_EXT = (".vhdr", ".edf", ".bdf", ".set", ".fif")
+# BrainVision marker types MNE prepends as "<type>/"; only free-text comments are stripped
+# ("Stimulus/S  1" stays: it is a trigger code, not a label text)
+_BV_PREFIXES = ("Comment/",)
+
+
+def normalise_description(desc: str) -> str:
+    """An annotation description as a label: without BrainVision's ``Comment/``, stripped.
+
+    >>> normalise_description("Comment/rest ")
+    'rest'
+    """
+    d = str(desc).strip()
+    for prefix in _BV_PREFIXES:
+        if d.startswith(prefix):
+            d = d[len(prefix):].strip()
+    return d
+
+
+def _is_bad(desc: str) -> bool:
+    return desc.upper().startswith(("BAD", "EDGE"))
 
 
 def _read_raw(path_or_bids, subject, session, task, run, verbose):
@@ -55,10 +82,16 @@ def _read_raw(path_or_bids, subject, session, task, run, verbose):
         return raw, int(sid) if str(sid).isdigit() else 0
     if not path.exists():
         raise FileNotFoundError(f"path_or_bids: no file or folder at {path}")
-    try:
+    if path.suffix.lower() == ".mat":
+        hint = (" For DREAMER.mat use data_loaders.dreamer.load_dreamer."
+                if "dreamer" in path.name.lower() else
+                " A DREAMER.mat goes to data_loaders.dreamer.load_dreamer; an EEGLAB dataset "
+                "is the .set file.")
+        raise ValueError(f"path_or_bids: {path} is a MATLAB .mat file, which load_eeg does not "
+                         "read (expected a recording MNE reads: .edf, .bdf, .vhdr, .fif, .set, "
+                         f"... or a BIDS folder).{hint}")
+    with reading(path, "an EEG recording MNE reads (EDF, BDF, BrainVision, FIF, EEGLAB, ...)"):
         raw = mne.io.read_raw(path, preload=True, verbose=verbose)
-    except ValueError as err:
-        raise ValueError(f"path_or_bids: MNE cannot read {path.name} ({err})") from err
     return raw, 0
 
 
@@ -120,8 +153,10 @@ def load_eeg(
                          f"tmin={tmin!r}, tmax={tmax!r}")
     if tmin is not None and not tmax > tmin:
         raise ValueError(f"tmax: expected > tmin={tmin}, got {tmax!r}")
-    if not window_s > 0:
-        raise ValueError(f"window_s: expected seconds > 0, got {window_s!r}")
+    if not (np.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s: expected finite seconds > 0, got {window_s!r}")
+    if sfreq is not None and not (np.isfinite(sfreq) and sfreq > 0):
+        raise ValueError(f"sfreq: expected a finite rate > 0 Hz or None, got {sfreq!r}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
     raw, subj = _read_raw(path_or_bids, subject, session, task, run, verbose)
@@ -136,14 +171,26 @@ def load_eeg(
         raw.resample(sfreq, verbose=verbose)
 
     ann = raw.annotations
-    descs = sorted({d for d in ann.description if not d.upper().startswith(("BAD", "EDGE"))})
+    labels = [normalise_description(d) for d in ann.description]
+    window_mode = tmin is None
+    # in window mode a zero-length marker holds no window: it must not take a class index
+    usable = [not _is_bad(d) and (not window_mode or dur > 0)
+              for d, dur in zip(labels, ann.duration)]
+    descs = sorted({d for d, ok in zip(labels, usable) if ok})
     if event_id is None:
         names = descs
     else:
-        unknown = [k for k in event_id if k not in set(ann.description)]
+        wanted = {normalise_description(k) for k in event_id}
+        unknown = [k for k in event_id if normalise_description(k) not in set(labels)]
         if unknown:
             raise ValueError(f"event_id: {unknown} not among the annotations {descs}")
-        names = sorted(event_id)
+        bad = sorted(k for k in wanted if k not in descs)
+        if bad:
+            why = ("BAD/EDGE segments are never labels" if all(_is_bad(k) for k in bad) else
+                   "they mark only zero-length annotations, which hold no window (use "
+                   "tmin/tmax for event epochs)")
+            raise ValueError(f"event_id: {bad} cannot be labels here: {why}")
+        names = sorted(wanted)
     if not names:
         raise ValueError(f"path_or_bids: {path_or_bids} has no label annotations "
                          "(expected annotations or events to use as labels)")
@@ -155,8 +202,8 @@ def load_eeg(
     if tmin is None:
         n_win = int(round(window_s * fs))
         step = max(1, int(round(n_win * (1 - overlap))))
-        for k, (onset, dur, desc) in enumerate(zip(ann.onset, ann.duration, ann.description)):
-            if desc not in classes:
+        for k, (onset, dur, desc) in enumerate(zip(ann.onset, ann.duration, labels)):
+            if desc not in classes or dur <= 0:
                 continue
             a = int(round((onset - t0) * fs))
             b = min(int(round((onset - t0 + dur) * fs)), data.shape[1])
@@ -166,9 +213,9 @@ def load_eeg(
                 ys.append(classes[desc])
                 trials.append(k)
     else:
-        keep = [i for i, d in enumerate(ann.description) if d in classes]
+        keep = [i for i, d in enumerate(labels) if d in classes]
         events = np.array([[int(round((ann.onset[i] - t0) * fs)) + raw.first_samp, 0,
-                            classes[ann.description[i]] + 1] for i in keep], dtype=int)
+                            classes[labels[i]] + 1] for i in keep], dtype=int)
         epochs = mne.Epochs(raw, events, tmin=tmin, tmax=tmax, baseline=None, preload=True,
                             event_repeated="drop", reject_by_annotation=False, verbose=verbose)
         kept = np.asarray(keep)[epochs.selection]

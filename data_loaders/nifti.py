@@ -9,6 +9,7 @@ Masking is nilearn's (``NiftiMasker``: lazy loading of paths, ``memory=`` cachin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -18,12 +19,21 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from data_loaders._io import reading
 from data_loaders.nsd import _log
 from data_loaders.schema import FMRISubject
 
 __all__ = ["load_nifti_betas", "find_bids_betas"]
 
 ImgLike = str | os.PathLike | nib.spatialimages.SpatialImage
+_NIFTI_WHAT = "a NIfTI image (.nii / .nii.gz)"
+
+
+def _guard(item: Any, what: str = _NIFTI_WHAT) -> contextlib.AbstractContextManager:
+    """Name the file if reading a path fails (an in-memory image needs no name)."""
+    if isinstance(item, str | os.PathLike):
+        return reading(item, what)
+    return contextlib.nullcontext()
 
 
 def _name(img: Any, i: int) -> str:
@@ -37,7 +47,8 @@ def _load(img: Any, field: str) -> nib.spatialimages.SpatialImage:
         path = Path(img)
         if not path.is_file():
             raise FileNotFoundError(f"{field}: image not found: {path}")
-        return nib.load(path)  # header only; the data stay on disk until masked
+        with reading(path, _NIFTI_WHAT):
+            return nib.load(path)  # header only; the data stay on disk until masked
     raise ValueError(f"{field}: expected a NIfTI image or a path, got {type(img).__name__}")
 
 
@@ -61,7 +72,8 @@ def _read_events(events: Any, stim_column: str, n_volumes: int) -> np.ndarray:
         if not path.is_file():
             raise FileNotFoundError(f"events: file not found: {path}")
         # BIDS: tab-separated, "n/a" for missing values
-        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+        with reading(path, "a tab-separated BIDS events.tsv"):
+            table = pd.read_csv(path, sep="\t", na_values=["n/a"])
         where = str(path)
     elif isinstance(events, pd.DataFrame):
         table, where = events, "events"
@@ -124,11 +136,13 @@ def _check_finite(item: Any, img: Any, mask: np.ndarray, name: str) -> None:
 
 
 def _voxel_values(img: Any, field: str, mask_img: Any, mask: np.ndarray) -> np.ndarray:
+    src = img
     img = _load(img, field)
     if len(img.shape) != 3:
         raise ValueError(f"{field}: expected a 3D image, got shape {img.shape}")
     _check_grid(img, field, mask_img, "mask_img")
-    return np.asanyarray(img.dataobj)[mask]
+    with _guard(src):
+        return np.asanyarray(img.dataobj)[mask]
 
 
 def load_nifti_betas(
@@ -204,7 +218,8 @@ def load_nifti_betas(
     mask_src = _load(mask_img, "mask_img")
     if len(mask_src.shape) != 3:
         raise ValueError(f"mask_img: expected a 3D image, got shape {mask_src.shape}")
-    mask = np.asanyarray(mask_src.dataobj) > 0
+    with _guard(mask_img):
+        mask = np.asanyarray(mask_src.dataobj) > 0
     if not mask.any():
         raise ValueError("mask_img: expected at least one voxel > 0, got an empty mask")
     binary = nib.Nifti1Image(mask.astype(np.uint8), mask_src.affine)
@@ -224,7 +239,8 @@ def load_nifti_betas(
                 f"{_name(item, i)}: expected a 3D or 4D image, got shape {img.shape}"
             )
         _check_grid(img, _name(item, i), binary, "mask_img")
-        _check_finite(item, img, mask, _name(item, i))
+        with _guard(item):
+            _check_finite(item, img, mask, _name(item, i))
         loaded.append((item, img))
 
     masker = NiftiMasker(
@@ -244,7 +260,13 @@ def load_nifti_betas(
     parts = []
     for group in groups:
         srcs = [str(it) if isinstance(it, os.PathLike) else it for it, _ in group]
-        x = masker.transform(srcs if group[0][1] == 3 else srcs[0])
+        try:
+            x = masker.transform(srcs if group[0][1] == 3 else srcs[0])
+        except Exception as err:  # noqa: BLE001 - find and name the file nilearn failed on
+            for it, _ in group:
+                with _guard(it):
+                    np.asanyarray(_load(it, "beta_imgs").dataobj)
+            raise ValueError(f"beta_imgs: masking failed ({type(err).__name__}: {err})") from err
         parts.append(np.atleast_2d(np.asarray(x, dtype=np.float32)))
     betas = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     n_trials, n_vox = betas.shape

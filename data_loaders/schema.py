@@ -779,7 +779,9 @@ class EEGDataset:
         Parameters
         ----------
         subject, trial : int or list of int, optional
-            Keep epochs whose subject (trial) index is among these.
+            Keep epochs whose subject (trial) index is among these; an index no epoch has
+            is refused (``ValueError``), as :meth:`FMRIDataset.select` refuses an unknown
+            subject.
         mask : ndarray of bool, shape (n_epochs,), optional
             Keep epochs where True.
         """
@@ -791,8 +793,19 @@ class EEGDataset:
             if values is None:
                 continue
             vals = np.atleast_1d(np.asarray(values))
-            if vals.ndim != 1 or vals.dtype.kind not in "iu":
-                raise ValueError(f"{name}: expected int or list of int, got {values!r:.80}")
+            if vals.ndim != 1 or vals.dtype.kind not in "iu" or vals.size == 0:
+                raise ValueError(
+                    f"{name}: expected int or a non-empty list of int, got {values!r:.80}"
+                )
+            # like FMRIDataset.select: an index the data do not hold is refused, not
+            # answered with an empty dataset
+            present = np.unique(column)
+            unknown = np.setdiff1d(vals, present)
+            if unknown.size:
+                raise ValueError(
+                    f"{name}: unknown {name} {_preview(unknown)}; expected among "
+                    f"{_preview(present)}"
+                )
             keep &= np.isin(column, vals)
         if mask is not None:
             m = np.asarray(mask)

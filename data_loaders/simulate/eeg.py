@@ -276,7 +276,9 @@ def write_dreamer_mat(path: str | os.PathLike, recording: SimulatedDreamer | Non
     ``ScoreValence`` / ``ScoreArousal`` / ``ScoreDominance`` (n_clips x 1); at the top
     level ``EEG_SamplingRate``, ``ECG_SamplingRate``, ``EEG_Electrodes`` (1 x 14 cell),
     ``noOfSubjects``, ``noOfVideoSequences``, ``Disclaimer``, ``Provider``, ``Version``,
-    ``Acknowledgement`` (REFERENCES C 2.2). The file is written atomically.
+    ``Acknowledgement`` (REFERENCES C 2.2), plus ``EEG_BaselineSeconds`` (the simulated
+    baseline length, which the real file does not need: its baselines are all 61 s). The
+    file is written atomically.
 
     Parameters
     ----------
@@ -316,6 +318,9 @@ def write_dreamer_mat(path: str | os.PathLike, recording: SimulatedDreamer | Non
     dreamer = {
         "Data": data,
         "EEG_SamplingRate": float(recording.sfreq),
+        # not in the real file (its baselines are all 61 s): the reader checks the rate
+        # against the baseline length, so a simulation states its own
+        "EEG_BaselineSeconds": float(recording.baseline[0][0].shape[0] / recording.sfreq),
         "ECG_SamplingRate": 256.0,
         "EEG_Electrodes": electrodes,
         "noOfSubjects": float(recording.n_subjects),
