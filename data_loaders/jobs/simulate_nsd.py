@@ -442,7 +442,34 @@ def simulate_nsd(params: SimulateNSDParams, run) -> dict[str, Any]:
         "\n\nThe same files, paths, dtypes and index conventions as the real NSD; point "
         "load_nsd at a real NSD copy to run the same code on real data.",
     )
+    _claims(run, metrics)
     return metrics
+
+
+def _claims(run, metrics: dict[str, Any]) -> None:
+    """What the simulation promises (NSD manual conventions; REFERENCES Part B, 4)."""
+    add = getattr(run, "add_claim", None)
+    if add is None:
+        return
+    if "round_trip_exact" in metrics:
+        add("round_trip", "the files follow the NSD layout: load_nsd reads back exactly the "
+            "simulated betas, ids, ROIs and ncsnr", "exact" if metrics["round_trip_exact"]
+            else "differs", "holds" if metrics["round_trip_exact"] else "does not hold",
+            figure="roi_map")
+    r = metrics.get("ncsnr_estimate_vs_exported_r")
+    if r is not None:
+        add("ncsnr", "NSD's own ncsnr estimator (3 repeats) recovers the exported ncsnr",
+            f"r = {r:.3f}, median ratio {metrics['ncsnr_estimate_over_exported_median']:.2f}",
+            "holds" if r >= 0.9 else "weaker" if r >= 0.7 else "does not hold",
+            figure="ncsnr_by_roi")
+    ratio = metrics.get("ridge_r2_over_noise_ceiling")
+    if ratio:
+        lo = min(ratio.values())
+        add("noise_ceiling", "the noise ceiling means what it says: a ridge on the true "
+            "early-visual features explains about the noise ceiling",
+            "R2 / noise ceiling " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()),
+            "holds" if lo >= 0.8 else "weaker" if lo >= 0.5 else "does not hold",
+            figure="ridge_vs_noise_ceiling")
 
 
 def _sharedix(root: Path) -> np.ndarray:

@@ -175,5 +175,50 @@ def simulate_network(params: SimulateNetworkParams, run) -> dict:
         "Mean rates (Hz), silent excitatory fraction, spectral peaks (Hz) and their power; "
         "published re-run of net.m: excitatory 7.44 Hz, inhibitory 6.96 Hz, peaks at "
         "7.9-8.9 Hz and 26-38 Hz."))
+    _claims(run, p, stats, metrics)
     run.add_metrics(metrics)
     return metrics
+
+
+def _claims(run, p: SimulateNetworkParams, stats: dict, metrics: dict) -> None:
+    """The published statements this run checks (see REFERENCES Part A, 2.1)."""
+    if p.model == "izhikevich_2003":
+        exc, inh = stats["exc_rate_hz"], stats["inh_rate_hz"]
+        full = p.n_exc == 800 and p.n_inh == 200
+        ok = 6.0 <= exc <= 9.0 and 5.5 <= inh <= 9.0
+        run.add_claim(
+            "rates", "Izhikevich (2003) net.m: excitatory about 7.4 Hz, inhibitory about "
+            "7.0 Hz (faithful re-run, 5 seeds)",
+            f"excitatory {exc:.2f} Hz, inhibitory {inh:.2f} Hz"
+            + ("" if full else f" ({p.n_exc}+{p.n_inh} cells, not 800+200)"),
+            "holds" if ok and full else "weaker" if ok else "does not hold",
+            figure="rates_and_spectrum")
+        fa, fg, g = stats["alpha_peak_hz"], stats["gamma_peak_hz"], stats["gamma_over_floor"]
+        alpha_ok = 6.0 <= fa <= 12.0
+        gamma_ok = g > 3.0
+        run.add_claim(
+            "rhythms", "Izhikevich (2003), Fig. 3: the raster shows episodes of alpha and "
+            "gamma band rhythms",
+            f"alpha peak {fa:.0f} Hz, gamma-band peak {fg:.0f} Hz at {g:.0f}x the "
+            "high-frequency floor",
+            "holds" if alpha_ok and gamma_ok else "weaker" if alpha_ok or gamma_ok
+            else "does not hold", figure="raster")
+        if "brian2" in metrics:
+            d = metrics["brian2_minus_torch_exc_rate_hz"]
+            run.add_claim(
+                "brian2", "the torch engine gives the same network statistics as the Brian2 "
+                "reference engine (own noise, so rates, not spikes)",
+                f"excitatory rate differs by {d:+.2f} Hz", "holds" if abs(d) < 0.5
+                else "weaker" if abs(d) < 1.5 else "does not hold",
+                figure="rates_and_spectrum")
+    else:
+        exc = stats["exc_rate_hz"]
+        silent = stats["silent_exc_fraction"]
+        ok = 0.5 <= exc <= 40.0
+        run.add_claim(
+            "regime", "a heterogeneous sparse Izhikevich reservoir (as in Yamada & Chao's "
+            "what/when model) fires irregularly at moderate rates, neither silent nor "
+            "saturated",
+            f"excitatory {exc:.1f} Hz, {100 * silent:.0f}% of excitatory cells silent",
+            "holds" if ok and silent < 0.2 else "weaker" if ok else "does not hold",
+            figure="raster")
