@@ -939,11 +939,12 @@ def load_truth(root: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     path = Path(root) / "simulation" / "truth.npz"
     if not path.is_file():
         raise FileNotFoundError(f"root: no simulation ground truth; expected the file {path}")
+    from data_loaders._io import load_npz
+
     out: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path) as f:
-        for key in f.files:
-            group, name = key.split("/", 1)
-            out.setdefault(group, {})[name] = f[key]
+    for key, value in load_npz(path).items():  # a damaged file names itself
+        group, name = key.split("/", 1)
+        out.setdefault(group, {})[name] = value
     return out
 
 
