@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -388,10 +389,13 @@ class ContinualParams(BaseModel):
 
 def _save_result(path: Path, res: ContinualResult) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, model=res.model, accuracy_matrix=res.accuracy_matrix,
-             trace_steps=res.trace_steps, trace_task=res.trace_task,
-             trace_accuracy=res.trace_accuracy, context_accuracy=res.context_accuracy,
-             n_parameters=res.n_parameters)
+    with open(tmp, "wb") as fh:
+        np.savez(fh, model=res.model, accuracy_matrix=res.accuracy_matrix,
+                 trace_steps=res.trace_steps, trace_task=res.trace_task,
+                 trace_accuracy=res.trace_accuracy, context_accuracy=res.context_accuracy,
+                 n_parameters=res.n_parameters)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before the rename, as metrics.json is
     tmp.replace(path)  # atomic: a killed run never leaves half a checkpoint
 
 
@@ -422,8 +426,13 @@ def dendrites_continual(params: ContinualParams, run) -> dict:
         for seed_offset, model in run.progress(jobs, total=len(jobs), desc="networks"):
             seed = run.seed + seed_offset
             ckpt = ckpt_dir / f"continual_{model}_seed{seed}_{key}.npz"
-            if ckpt.exists():
-                res = _load_result(ckpt)
+            # run.load_checkpoint names a damaged file (and can restart that network)
+            load = getattr(run, "load_checkpoint", None)
+            if load is not None:
+                res = load(ckpt, _load_result)
+            else:
+                res = _load_result(ckpt) if ckpt.exists() else None
+            if res is not None:
                 run.log(f"{model} seed {seed}: resumed from {ckpt.name}")
             else:
                 data = make_permuted_digits(params.n_tasks, random_state=seed)
