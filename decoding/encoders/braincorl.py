@@ -38,14 +38,16 @@ Differences from the released code, all documented choices:
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
 
@@ -288,6 +290,17 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
     its context (a few images and responses) and computes every voxel's weights in one
     batched forward pass (no gradient steps), and :meth:`predict` applies them.
 
+    Where the meta-trained transformer comes from, in order (so that ``clone``,
+    ``GridSearchCV`` and ``cross_val_score`` work, which copy constructor arguments only):
+
+    1. ``pretrained``, a :meth:`save_pretrained` folder, loaded by :meth:`fit` (once; the
+       architecture is the folder's, the sizes given here are not used);
+    2. the model this instance got from :meth:`meta_fit` or :meth:`from_pretrained`
+       (``from_pretrained`` also sets ``pretrained``, so its clones load the same folder);
+    3. otherwise :meth:`fit` meta-trains a model on the context itself (its voxels are the
+       tasks: random context/query splits of its images) with this instance's settings,
+       then reads the context. A standalone estimator, slower than a pre-trained one.
+
     Parameters
     ----------
     d_model, n_layers, n_heads, ffn_dim, n_registers : int
@@ -323,6 +336,10 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         Seed of the weights and the task sampling.
     verbose : bool | None
         Progress bar during meta-training.
+    pretrained : str or None
+        A folder written by :meth:`save_pretrained` holding the meta-trained model that
+        :meth:`fit` uses (see above); None: meta-train in :meth:`fit` unless
+        :meth:`meta_fit` was called.
 
     Attributes
     ----------
@@ -358,6 +375,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         device: str = "cpu",
         random_state: int | None = 0,
         verbose: bool | None = None,
+        pretrained: str | None = None,
     ) -> None:
         self.d_model = d_model
         self.n_layers = n_layers
@@ -380,6 +398,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.pretrained = pretrained
 
     # -- PretrainedMixin hooks ------------------------------------------------------------
     def _extra_config(self) -> dict[str, Any]:
@@ -404,9 +423,18 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
             the one the model was meta-trained on, a ``ValueError`` says so.
         """
         est = super().from_pretrained(pretrained_directory, device=resolve_device(device))
+        # a constructor argument, so clone / GridSearchCV copies load the same model
+        est.pretrained = os.fspath(pretrained_directory)
+        est.device = device
+        est._module_source = str(Path(pretrained_directory).resolve())
         if feature_extractor is not None:
             est.check_features(feature_extractor)
         return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # one voxel per output column
+        return tags
 
     def check_features(self, feature_extractor: Any) -> None:
         """Raise ``ValueError`` unless ``feature_extractor`` is the one the model was trained on.
@@ -452,11 +480,21 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"max_context: expected >= min_context={self.min_context}, got {self.max_context}"
             )
-        for name, val in (("lr", self.lr), ("weight_decay", self.weight_decay)):
-            if not (isinstance(val, int | float) and np.isfinite(val) and val >= 0):
-                raise ValueError(f"{name}: expected a finite float >= 0, got {val!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
+        for name, val, low in (("lr", self.lr, "> 0"), ("weight_decay", self.weight_decay, ">= 0")):
+            ok = isinstance(val, int | float | np.floating) and not isinstance(val, bool)
+            if not (ok and np.isfinite(val) and (val > 0 if low == "> 0" else val >= 0)):
+                raise ValueError(f"{name}: expected a finite float {low}, got {val!r}")
+        if not (
+            isinstance(self.dropout, int | float | np.floating)
+            and not isinstance(self.dropout, bool)
+            and 0 <= self.dropout < 1
+        ):
+            raise ValueError(f"dropout: expected a finite value in [0, 1), got {self.dropout!r}")
+        if self.pretrained is not None and not isinstance(self.pretrained, str | os.PathLike):
+            raise ValueError(
+                f"pretrained: expected None or a save_pretrained folder path, got "
+                f"{type(self.pretrained).__name__}"
+            )
 
     def meta_fit(self, tasks: Sequence[MetaTask] | MetaTask) -> BraInCoRL:
         """Meta-train on the voxels of training subjects (Yu et al. 2025, Sec. 3).
@@ -479,6 +517,12 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         self
         """
         self._check_hparams()
+        self._meta_train(tasks)
+        self._module_source = "meta_fit"
+        return self
+
+    def _meta_train(self, tasks: Sequence[MetaTask] | MetaTask) -> None:
+        """The meta-training of :meth:`meta_fit` (sets ``module_``, ``feature_dim_``)."""
         if isinstance(tasks, MetaTask):
             tasks = [tasks]
         if not tasks or not all(isinstance(t, MetaTask) for t in tasks):
@@ -500,7 +544,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         total = self.n_synthetic_steps + self.n_steps
         if total == 0:
             self.module_.eval()
-            return self
+            return
         opt = torch.optim.AdamW(self.module_.parameters(), lr=self.lr,
                                 weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -521,7 +565,6 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
         finally:
             torch.set_num_threads(threads)
         self.module_.eval()
-        return self
 
     def _meta_loop(self, total, Xs, Ys, p_task, gen, dev, opt, sched, show) -> None:
         from tqdm.auto import tqdm
@@ -564,39 +607,47 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
     def fit(self, X, Y) -> BraInCoRL:
         """Read a new subject's context and write every voxel's encoding model.
 
-        No gradient step: one forward pass per ``voxel_batch_size`` voxels.
+        No gradient step: one forward pass per ``voxel_batch_size`` voxels (after
+        meta-training on the context first when there is no meta-trained model; see the
+        class docstring).
 
         Parameters
         ----------
         X : array-like of float, shape (n_context, n_features)
             Features of the context images (unit-normed internally), the extractor the
             model was meta-trained on.
-        Y : array-like of float, shape (n_context, n_voxels)
+        Y : array-like of float, shape (n_context, n_voxels) or (n_context,)
             Each voxel's response to each context image (e.g. repeat-averaged betas).
             Voxels with any NaN (masked voxels) are refused: drop them first, e.g.
-            ``Y[:, np.isfinite(Y).all(0)]``.
+            ``Y[:, np.isfinite(Y).all(0)]``. A 1-D ``Y`` makes :meth:`predict` 1-D.
 
         Returns
         -------
         self
         """
-        check_is_fitted(self, "module_", msg="BraInCoRL: call meta_fit or from_pretrained first")
-        X = _as_features("X", X, self.feature_dim_)
-        Y = np.asarray(Y)
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if Y.ndim != 2 or Y.dtype.kind not in "iuf" or Y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"Y: expected float array of shape (n_context={X.shape[0]}, n_voxels), got "
-                f"{Y.dtype} {Y.shape}"
-            )
+        self._check_hparams()
+        Ya = np.asarray(Y) if not hasattr(Y, "toarray") else None
+        if Ya is not None and Ya.dtype.kind in "iuf" and Ya.ndim in (1, 2):
+            bad = ~np.isfinite(Ya.reshape(len(Ya), -1)).all(axis=0)
+            if bad.any():
+                raise ValueError(
+                    f"Y: expected finite responses, got NaN/inf in {int(bad.sum())} voxel(s) "
+                    f"(first: {np.flatnonzero(bad)[:5].tolist()}); drop masked voxels first"
+                )
+        X, Y = validate_data(
+            self, X, Y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
+        )
+        self._single_output = Y.ndim == 1
+        Y = Y.reshape(len(Y), -1)
         if X.shape[0] < 2:
-            raise ValueError(f"X: expected at least 2 context images, got {X.shape[0]}")
-        bad = ~np.isfinite(Y).all(axis=0)
-        if bad.any():
             raise ValueError(
-                f"Y: expected finite responses, got NaN/inf in {int(bad.sum())} voxel(s) "
-                f"(first: {np.flatnonzero(bad)[:5].tolist()}); drop masked voxels first"
+                f"X: expected at least 2 context images, got n_samples={X.shape[0]}"
+            )
+        self._ensure_module(X, Y)
+        if X.shape[1] != self.feature_dim_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but BraInCoRL is expecting {self.feature_dim_} "
+                "features as input (the feature_dim of its meta-trained model)"
             )
         if X.shape[0] > 2 * self.max_context:
             warnings.warn(
@@ -605,9 +656,10 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
+        X = X.astype(np.float32)
         dev = next(self.module_.parameters()).device
         Xu = torch.from_numpy(_unit_norm(X)).to(dev)
-        Yt = torch.from_numpy(Y.astype(np.float32))
+        Yt = torch.from_numpy(np.array(Y, dtype=np.float32))
         E, V = X.shape[1], Y.shape[1]
         coef = np.empty((E, V), dtype=np.float32)
         icpt = np.empty(V, dtype=np.float32)
@@ -620,8 +672,43 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
                 coef[:, s : s + yc.shape[0]] = (w[:, :E] * sd).T.cpu().numpy()
                 icpt[s : s + yc.shape[0]] = (mu + sd * w[:, E:]).squeeze(1).cpu().numpy()
         self.coef_, self.intercept_ = coef, icpt
-        self.n_features_in_ = E
         return self
+
+    def _ensure_module(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Set ``module_`` from ``pretrained``, keep a meta-fitted one, or meta-train one."""
+        src = getattr(self, "_module_source", None)
+        if self.pretrained is not None:
+            folder = Path(self.pretrained)
+            key = str(folder.resolve())
+            if src == key and hasattr(self, "module_"):
+                return
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"pretrained: {folder} is not a folder (expected one written by "
+                    "BraInCoRL.save_pretrained)"
+                )
+            loaded = BraInCoRL.from_pretrained(folder, device=self.device)
+            if self.feature_extractor is not None and loaded.feature_extractor not in (
+                None, self.feature_extractor
+            ):
+                raise ValueError(
+                    f"pretrained: the model in {folder} was meta-trained on features "
+                    f"{loaded.feature_extractor!r}, this estimator's feature_extractor is "
+                    f"{self.feature_extractor!r}"
+                )
+            self.module_, self.feature_dim_ = loaded.module_, loaded.feature_dim_
+            self.meta_history_ = list(loaded.meta_history_)
+            self._module_source = key
+            return
+        if hasattr(self, "module_") and src != "fit":
+            return  # from meta_fit, from_pretrained or set by hand
+        if X.shape[0] < 3:
+            raise ValueError(
+                "X: meta-training inside fit (pretrained=None, no meta_fit) needs at least 3 "
+                f"images, got n_samples={X.shape[0]}; or pass pretrained=<folder>"
+            )
+        self._meta_train(MetaTask(X, Y, name="context"))
+        self._module_source = "fit"
 
     def predict(self, X) -> np.ndarray:
         """Predicted responses of every voxel to query images.
@@ -632,21 +719,15 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        Y_hat : ndarray of float32, shape (n_query, n_voxels)
+        Y_hat : ndarray, shape (n_query, n_voxels), or (n_query,) after a 1-D ``Y``
+            float32 for float32 ``X``, else float64.
         """
         check_is_fitted(self, "coef_", msg="BraInCoRL: call fit(X_context, Y_context) first")
-        X = _unit_norm(_as_features("X", X, self.feature_dim_))
-        return (X @ self.coef_ + self.intercept_).astype(np.float32)
-
-    def score(self, X, Y, sample_weight=None) -> float:
-        """Mean over voxels of R^2 on ``(X, Y)``."""
-        from sklearn.metrics import r2_score
-
-        pred = self.predict(X)
-        return float(r2_score(np.asarray(Y).reshape(pred.shape), pred,
-                              sample_weight=sample_weight))
-
-
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        out_dtype = np.float32 if X.dtype == np.float32 else np.float64
+        Xu = _unit_norm(X.astype(np.float64))
+        pred = (Xu @ self.coef_.astype(np.float64) + self.intercept_).astype(out_dtype)
+        return pred[:, 0] if getattr(self, "_single_output", False) else pred
 
 
 def _context_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
