@@ -73,8 +73,8 @@ class CorruptFileError(ValueError):
 def reading(path: str | os.PathLike, expected: str) -> Iterator[None]:
     """Turn any failure of a library reading ``path`` into a :class:`CorruptFileError`.
 
-    Errors that already name the file (the suite's own checks, a ``CorruptFileError`` of
-    an inner reader) and ``FileNotFoundError`` pass through unchanged.
+    The suite's own errors (raised by its code: they already name the file and the field),
+    a ``CorruptFileError`` of an inner reader and ``FileNotFoundError`` pass through.
 
     Parameters
     ----------
@@ -88,9 +88,25 @@ def reading(path: str | os.PathLike, expected: str) -> Iterator[None]:
     except (FileNotFoundError, CorruptFileError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001 - h5py, zlib, scipy, zipfile, safetensors ...
-        if str(path) in str(err):  # already says which file
+        if _raised_by_the_suite(err):
             raise
         raise CorruptFileError(path, expected, err) from err
+
+
+_SUITE_DIRS = tuple(
+    str(Path(__file__).resolve().parents[1] / pkg) + os.sep
+    for pkg in ("data_loaders", "decoding", "neurosim", "neurosuite")
+)
+
+
+def _raised_by_the_suite(err: BaseException) -> bool:
+    """True when the innermost frame of ``err`` is the suite's code (not a library's)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_SUITE_DIRS)
 
 
 def load_npz(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, Any]:
