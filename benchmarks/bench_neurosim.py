@@ -14,8 +14,10 @@ from the run time. Brian2 has no batch dimension: its time per trial at batch 32
 batch-1 time. The ratio printed is Brian2's fastest run time / torch time (per trial).
 Torch runs with one CPU thread, as Brian2 does by default (the fair comparison); ``--threads
 1 2`` adds runs with more threads (the C++ kernel runs trials in parallel), reported apart.
-Its paths (``--kernels``): ``eager`` (tensor operations, also on CUDA), ``cpp`` (the C++ CPU
-kernel, noise from ``torch.randn``: bitwise the eager run) and ``cpp_xoshiro`` (the C++
+Its paths (``--kernels``): ``default`` (``model.run(duration)`` with no flags at all:
+``kernel="auto"``, i.e. the C++ kernel with its own noise where it compiles, and the
+engine's own thread choice), ``eager`` (tensor operations, also on CUDA), ``cpp`` (the C++
+CPU kernel, noise from ``torch.randn``: bitwise the eager run) and ``cpp_xoshiro`` (the C++
 kernel drawing the noise itself: same statistics, other numbers); the kernel's one-off
 compilation is reported apart, like Brian2's.
 
@@ -67,21 +69,26 @@ def _model(case: dict):
     return Reservoir(n=case["n"], p_connect=100 / case["n"], seed=0).build().model_
 
 
-KERNELS = {"eager": dict(kernel="eager"), "cpp": dict(kernel="cpp"),
+KERNELS = {"default": {}, "eager": dict(kernel="eager"),
+           "cpp": dict(kernel="cpp", noise_rng="torch"),
            "cpp_xoshiro": dict(kernel="cpp", noise_rng="xoshiro")}
 
 
 def _time_torch(model, batch: int, device: str, threads: int, duration_ms: float,
                 kernel: str, repeats: int = 1) -> dict:
-    kw = dict(batch=batch, device=device, num_threads=threads, **KERNELS[kernel])
+    kw = dict(batch=batch, device=device, **KERNELS[kernel])
+    if kernel != "default":  # the default run passes no flags (the engine picks threads)
+        kw["num_threads"] = threads
     model.run(20.0, **kw)  # warm-up
     walls = []
     for _ in range(repeats):  # the best of `repeats` runs (the machine may be shared)
         rec = model.run(duration_ms, seed=1, **kw)
         walls.append(rec.info["wall_s"])
     wall = min(walls)
-    return {"engine": "torch", "kernel": kernel, "device": rec.info["device"], "batch": batch,
-            "threads": threads, "wall_s": wall, "walls_s": walls, "per_trial_s": wall / batch,
+    return {"engine": "torch", "kernel": kernel, "ran": rec.info["kernel"],
+            "noise_rng": rec.info["noise_rng"], "device": rec.info["device"], "batch": batch,
+            "threads": rec.info["threads"], "wall_s": wall, "walls_s": walls,
+            "per_trial_s": wall / batch,
             "spikes": len(rec), "exc_rate_hz": float(rec.rates_hz("trial", model.exc).mean())}
 
 
@@ -142,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.kernels) - set(KERNELS)
     if unknown:
         ap.error(f"--kernels: unknown {sorted(unknown)}; expected among {list(KERNELS)}")
-    kernels = [k for k in args.kernels if k == "eager"]
+    kernels = [k for k in args.kernels if k in ("default", "eager")]
     cpp = [k for k in args.kernels if k.startswith("cpp")]
-    if cpp and torch.device(args.device if args.device != "auto" else
-                    ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+    on_cpu = torch.device(args.device if args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu"
+    if (cpp or "default" in kernels) and on_cpu:
         from neurosim.engines.torch_engine import load_kernel
 
         t0 = time.perf_counter()
@@ -166,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         for b in case["batches"]:
             for threads in args.threads:
                 for kernel in kernels:
+                    if kernel == "default" and threads != args.threads[0]:
+                        continue  # no flags: one run, whatever --threads lists
                     r = _time_torch(model, b, args.device, threads, args.duration_ms, kernel,
                                     args.repeats)
                     row["torch"].append(r)

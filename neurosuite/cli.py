@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from neurosuite.config import ConfigError, load_yaml, resolve
+from neurosuite.parallel import N_JOBS_HELP, set_wait_policy
 from neurosuite.report import Figure, Section, load_claims, write_sections
 from neurosuite.runs import DamagedCheckpointError, execute, prepare_out_dir
 
@@ -45,9 +46,15 @@ def _interactive(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+def _n_jobs_sets(args: argparse.Namespace) -> list[str]:
+    """``--n-jobs N`` is the override ``n_jobs=N`` (validated and recorded with the config)."""
+    n = getattr(args, "n_jobs", None)
+    return [] if n is None else [f"n_jobs={n}"]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     level = "smoke" if args.smoke else "quick" if args.quick else "full"
-    cfg = resolve(args.config, level=level, sets=args.set)
+    cfg = resolve(args.config, level=level, sets=args.set + _n_jobs_sets(args))
     out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
     restart = args.restart_damaged
     try:
@@ -81,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(stages)}] {path.relative_to(configs_dir().parent)} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            cfg = resolve(path, level=level)
+            cfg = resolve(path, level=level, sets=_n_jobs_sets(args))
             run = execute(cfg, out / name, verbose=_interactive(args), argv=sys.argv)
             metrics, figs, tables, texts = run.metrics, run.figures, run.tables, run.texts
             claims = run.claims
@@ -150,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--quick", action="store_true", help="apply the config's quick overrides")
     lv.add_argument("--smoke", action="store_true", help="apply the tiny smoke overrides")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--n-jobs", type=int, default=None, metavar="N",
+                   help=N_JOBS_HELP)
     r.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                    help="on an error, print the full Python traceback too")
     r.set_defaults(func=cmd_run)
@@ -159,9 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny version of every stage (seconds)")
     d.add_argument("--force", action="store_true", help="overwrite an existing folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--n-jobs", type=int, default=None, metavar="N", help=N_JOBS_HELP)
     d.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                    help="on an error, print the full Python traceback too")
     d.set_defaults(func=cmd_demo)
+
+    from neurosuite.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
 
     sub.add_parser("list", help="the shipped configs, one line each").set_defaults(func=cmd_list)
     sub.add_parser("info", help="versions, devices, threads").set_defaults(func=cmd_info)
@@ -169,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (neurosuite.parallel)
     import matplotlib
 
     matplotlib.use("Agg")  # jobs draw into files; never open a window

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurosuite.jobs import get_job, suggest
+from neurosuite.parallel import check_n_jobs
 
 LEVELS = ("full", "quick", "smoke")
 
@@ -42,10 +43,17 @@ class RunConfig(BaseModel):
     description: str = Field("", description="one line shown by `neurosuite list`")
     seed: int = Field(0, ge=0, description="seed of every random generator of the run")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    n_jobs: int = Field(1, description="CPUs the run may use, MNE-like (-1: all); torch "
+                        "threads or worker processes (neurosuite.parallel)")
     demo_stage: int | None = Field(None, description="order of this config in `neurosuite demo`")
     params: dict[str, Any] = Field(default_factory=dict)
     quick: dict[str, Any] = Field(default_factory=dict)
     smoke: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("n_jobs", mode="before")
+    @classmethod
+    def _check_n_jobs(cls, value: Any) -> int:
+        return check_n_jobs(value)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class ResolvedConfig:
             "description": self.top.description,
             "seed": self.top.seed,
             "device": self.top.device,
+            "n_jobs": self.top.n_jobs,
             "level": self.level,
             "params": self.params.model_dump(mode="json"),
             "source": str(self.path) if self.path else None,

@@ -35,6 +35,7 @@ from data_loaders._io import atomic_path, atomic_write_json, atomic_write_text
 from neurosuite.config import ResolvedConfig
 from neurosuite.info import versions
 from neurosuite.jobs import get_job
+from neurosuite.parallel import resolve_n_jobs, torch_threads
 from neurosuite.report import VERDICTS, Claim, Figure, Table, write_report
 
 logger = logging.getLogger("neurosuite")
@@ -197,7 +198,13 @@ class Run:
     device : {"auto", "cpu", "cuda"}
     verbose : bool
         Progress bars and info logging.
+
+    ``n_jobs`` (set by :func:`execute` from the config; 1 otherwise) is the number of CPUs
+    the job may use: the torch threads it runs with, or the worker processes it may give
+    ``neurosuite.parallel.parallel_map``-style to independent trials or folds.
     """
+
+    n_jobs: int = 1
 
     def __init__(
         self,
@@ -388,10 +395,12 @@ def execute(
                                datetime.now(UTC).isoformat(timespec="seconds")]
     atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     seed_everything(cfg.top.seed)
+    run.n_jobs = resolve_n_jobs(cfg.top.n_jobs)  # the run's CPUs (neurosuite.parallel)
     t0 = time.perf_counter()
     error = None
     try:
-        returned = func(cfg.params, run)
+        with torch_threads(run.n_jobs):  # 1 by default: the thread policy
+            returned = func(cfg.params, run)
         if returned:
             run.metrics.update(returned)
         run.metrics["status"] = "ok"
