@@ -1,0 +1,37 @@
+"""Generation: embeddings -> images (latent diffusion through diffusers) and meshes.
+
+- :mod:`~decoding.generation.autoencoder`: :class:`StimulusAutoencoder` (64x64 <-> 16x16x4).
+- :mod:`~decoding.generation.diffusion`: :class:`EmbeddingConditioner`, :func:`make_unet`,
+  :func:`make_scheduler` (DPM-Solver++ / DDIM without latent clipping).
+- :mod:`~decoding.generation.pipeline`: :class:`StimulusDiffusionPipeline` (a
+  ``diffusers.DiffusionPipeline``), :func:`load_pipeline` (any local pipeline folder, never
+  downloading), :func:`default_pipeline` (the shipped generator).
+- :mod:`~decoding.generation.selection`: :func:`select_samples` (best of N by brain-derived
+  information only).
+- :mod:`~decoding.generation.training`: the accelerate-ready training loops.
+"""
+
+from .autoencoder import StimulusAutoencoder
+from .diffusion import EmbeddingConditioner, make_scheduler, make_unet
+from .pipeline import (
+    DEFAULT_PIPELINE_ID,
+    StimulusDiffusionPipeline,
+    check_conditioning,
+    default_pipeline,
+    load_pipeline,
+)
+from .selection import SelectionResult, select_samples
+
+__all__ = [
+    "DEFAULT_PIPELINE_ID",
+    "EmbeddingConditioner",
+    "SelectionResult",
+    "StimulusAutoencoder",
+    "StimulusDiffusionPipeline",
+    "check_conditioning",
+    "default_pipeline",
+    "load_pipeline",
+    "make_scheduler",
+    "make_unet",
+    "select_samples",
+]

@@ -1,0 +1,322 @@
+"""Scoring reconstructions with a network that shares nothing with the conditioning features.
+
+MindEye (Scotti et al. 2023, 2024) and MindBridge (Wang et al. 2024) score reconstructions by
+2-way identification at a low and a high layer of networks the decoder never saw
+(AlexNet(2)/(5), InceptionV3, CLIP). In the stimulus world the suite trains its own stand-in:
+:class:`ImageEvaluator`, a CNN of another architecture (5x5 first layer, max-pooling,
+group norm, four stages at 64x64 input) and another seed and training set than the
+``stimnet`` features the generators are conditioned on. Its heads read the main object's
+shape class and colour, so the same network is the independent attribute classifier.
+
+- :meth:`ImageEvaluator.low`: the first stage, pooled to 8x8 (edges and colour blobs; the
+  AlexNet(2) stand-in).
+- :meth:`ImageEvaluator.high`: the global pool of the last stage (object identity; the
+  AlexNet(5) / CLIP stand-in).
+- :meth:`ImageEvaluator.predict_attributes`: main shape class and colour.
+
+:func:`reconstruction_metrics` gathers PixCorr, SSIM, 2-way identification at both layers
+and shape / colour accuracy of the reconstructions. The default evaluator's weights ship
+inside the package, so every machine scores with the same network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from decoding._device import resolve_device
+from decoding.features import _check_images, shipped_weights
+
+__all__ = ["ImageEvaluator", "get_evaluator", "reconstruction_metrics", "to_uint8"]
+
+_CACHE: dict[tuple, ImageEvaluator] = {}
+
+
+def to_uint8(images: Any, name: str = "images") -> np.ndarray:
+    """Images as uint8 ``(n, H, W, 3)``: uint8 passes through, float in [0, 1] is scaled."""
+    arr = np.asarray(images)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"{name}: expected images of shape (n, H, W, 3), got {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected uint8 or finite float images, got {arr.dtype}")
+    if arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
+        raise ValueError(
+            f"{name}: expected float images in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]"
+        )
+    return np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+
+
+class _EvalNet(nn.Module):
+    """5x5 strided stem, then 3 stages of (3x3 conv, GroupNorm, GELU) x 1, 2, 2 + max-pooling."""
+
+    def __init__(self, width: int = 24, n_classes: int = 8) -> None:
+        super().__init__()
+        w = width
+
+        def stage(c_in: int, c_out: int, n_conv: int) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for k in range(n_conv):
+                layers += [nn.Conv2d(c_in if k == 0 else c_out, c_out, 3, padding=1),
+                           nn.GroupNorm(4, c_out), nn.GELU()]  # fmt: skip
+            return nn.Sequential(*layers, nn.MaxPool2d(2))
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w, 5, stride=2, padding=2), nn.GroupNorm(4, w), nn.GELU()
+        )  # 32x32
+        self.stages = nn.Sequential(
+            stage(w, 2 * w, 1), stage(2 * w, 4 * w, 2), stage(4 * w, 4 * w, 2)
+        )  # 16x16, 8x8, 4x4
+        self.head = nn.Linear(4 * w, 2 * n_classes + 2 * n_classes)
+        self.n_classes = n_classes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = (x - 0.45) / 0.25
+        low = self.stem(x)
+        high = self.stages(low).mean(dim=(2, 3))
+        return low, high, self.head(high)
+
+
+class ImageEvaluator:
+    """Independent evaluation CNN for reconstructions (module docstring).
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first layer (24 by default; ``stimnet`` uses 32 and 3x3 convs).
+    n_train_images : int
+        Stimulus-world images rendered to train it (a seed no other suite model uses).
+    n_epochs : int
+        Training epochs.
+    random_state : int
+        Seed of its images and weights (default 4242; ``stimnet`` uses 0).
+    data_home : path-like, optional
+        Cache root (default :func:`data_loaders.cache.data_home`).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    verbose : bool | None
+        Progress bar while training.
+    """
+
+    image_size = 64
+
+    def __init__(
+        self,
+        width: int = 24,
+        n_train_images: int = 6000,
+        n_epochs: int = 10,
+        random_state: int = 4242,
+        data_home: str | os.PathLike | None = None,
+        device: str = "cpu",
+        verbose: bool | None = None,
+    ) -> None:
+        for name, val, low in (("width", width, 4), ("n_train_images", n_train_images, 16),
+                               ("n_epochs", n_epochs, 1)):  # fmt: skip
+            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
+                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+        self.width, self.n_train_images, self.n_epochs = int(width), int(n_train_images), int(
+            n_epochs
+        )
+        self.random_state = int(random_state)
+        self.device = resolve_device(device)
+        self.verbose = verbose
+        key = dict(v=2, w=self.width, n=self.n_train_images, ep=self.n_epochs,
+                   seed=self.random_state)  # fmt: skip
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        self.identifier = f"imageeval-v2-{digest}"
+        from data_loaders.cache import data_home as _data_home
+
+        self.folder = shipped_weights(self.identifier) or (
+            _data_home(data_home) / "evaluation" / self.identifier
+        )
+        self.net = _EvalNet(self.width)
+        if not (self.folder / "model.safetensors").is_file():
+            self._train()
+        from safetensors.torch import load_file
+
+        self.net.load_state_dict(load_file(str(self.folder / "model.safetensors")))
+        self.net.eval().to(self.device)
+        cfg = self.folder / "config.json"
+        self.info = json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+    def __repr__(self) -> str:
+        return f"ImageEvaluator(identifier={self.identifier!r})"
+
+    def _train(self) -> None:
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
+        from data_loaders._io import atomic_path, atomic_write_json
+        from data_loaders.simulate.stimuli import render_stimuli
+        from decoding.features import _to_tensor
+
+        stim = render_stimuli(self.n_train_images, image_size=64,
+                              random_state=self.random_state + 31337)  # fmt: skip
+        n_val = max(2, self.n_train_images // 10)
+        x = _to_tensor(stim.images, self.image_size)
+        shape = torch.from_numpy(stim.attributes["shape"].astype(np.int64))
+        colour = torch.from_numpy(stim.attributes["colour"].astype(np.int64))
+        present = torch.zeros(len(x), 16)
+        for k in range(stim.attributes["shapes"].shape[1]):
+            s = torch.from_numpy(stim.attributes["shapes"][:, k])
+            c = torch.from_numpy(stim.attributes["colours"][:, k])
+            ok = s >= 0
+            present[ok.nonzero()[:, 0], s[ok]] = 1.0
+            present[ok.nonzero()[:, 0], 8 + c[ok]] = 1.0
+        tr = slice(n_val, None)
+        torch.manual_seed(self.random_state)
+        threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(1)
+        net = self.net.to(self.device).train()
+        batch = 32
+        n_steps = self.n_epochs * int(np.ceil((len(x) - n_val) / batch))
+        opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=n_steps)
+        gen = torch.Generator().manual_seed(self.random_state)
+        ce, bce = nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()
+        show = self.verbose is None or bool(self.verbose)
+        bar = tqdm(total=n_steps, desc="training image evaluator", disable=not show)
+        try:
+            xt, st, ct, pt = x[tr], shape[tr], colour[tr], present[tr]
+            for _ in range(self.n_epochs):
+                perm = torch.randperm(len(xt), generator=gen)
+                for s in range(0, len(perm), batch):
+                    idx = perm[s : s + batch]
+                    xb = xt[idx].to(self.device)
+                    flip = torch.rand(len(idx), generator=gen) < 0.5
+                    xb = torch.where(flip[:, None, None, None].to(xb.device), xb.flip(-1), xb)
+                    out = net(xb)[2]
+                    loss = (
+                        ce(out[:, :8], st[idx].to(self.device))
+                        + ce(out[:, 8:16], ct[idx].to(self.device))
+                        + bce(out[:, 16:], pt[idx].to(self.device))
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    bar.update(1)
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+        net.eval()
+        with torch.no_grad():
+            out = net(x[:n_val].to(self.device))[2].cpu()
+        val_shape = float((out[:, :8].argmax(1) == shape[:n_val]).float().mean())
+        val_colour = float((out[:, 8:16].argmax(1) == colour[:n_val]).float().mean())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        with atomic_path(self.folder / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        atomic_write_json(self.folder / "config.json", {
+            "identifier": self.identifier, "width": self.width,
+            "n_train_images": self.n_train_images, "n_epochs": self.n_epochs,
+            "random_state": self.random_state, "held_out_shape_accuracy": val_shape,
+            "held_out_colour_accuracy": val_colour, "n_held_out": n_val,
+        })  # fmt: skip
+        self.net = net.cpu()
+
+    @torch.no_grad()
+    def _run(self, images: Any, batch_size: int = 256):
+        from decoding.features import _to_tensor
+
+        images = _check_images(to_uint8(images))
+        lows, highs, outs = [], [], []
+        for s in range(0, len(images), batch_size):
+            x = _to_tensor(images[s : s + batch_size], self.image_size).to(self.device)
+            low, high, out = self.net(x)
+            lows.append(nn.functional.adaptive_avg_pool2d(low, 8).flatten(1).cpu())
+            highs.append(high.cpu())
+            outs.append(out.cpu())
+        return torch.cat(lows).numpy(), torch.cat(highs).numpy(), torch.cat(outs).numpy()
+
+    def low(self, images: Any) -> np.ndarray:
+        """Low-level features: the 5x5 stem's maps pooled to 8x8, flattened ``(n, 64 w)``."""
+        return self._run(images)[0]
+
+    def high(self, images: Any) -> np.ndarray:
+        """High-level features: global pool of the last stage, ``(n, 4 w)``."""
+        return self._run(images)[1]
+
+    def predict_attributes(self, images: Any) -> dict[str, np.ndarray]:
+        """Main object's ``"shape"`` and ``"colour"`` class (int arrays ``(n,)``), and their
+        probabilities ``"shape_proba"``, ``"colour_proba"`` ``(n, 8)``."""
+        out = torch.from_numpy(self._run(images)[2])
+        ps, pc = out[:, :8].softmax(1).numpy(), out[:, 8:16].softmax(1).numpy()
+        return {"shape": ps.argmax(1), "colour": pc.argmax(1), "shape_proba": ps,
+                "colour_proba": pc}  # fmt: skip
+
+
+def get_evaluator(**kwargs: Any) -> ImageEvaluator:
+    """The (default, shipped) :class:`ImageEvaluator`, built once per process and reused."""
+    key = tuple(sorted((k, str(v)) for k, v in kwargs.items()))
+    if key not in _CACHE:
+        _CACHE[key] = ImageEvaluator(**kwargs)
+    return _CACHE[key]
+
+
+def reconstruction_metrics(
+    pred_images: Any,
+    true_images: Any,
+    true_attributes: dict[str, np.ndarray] | None = None,
+    evaluator: ImageEvaluator | None = None,
+) -> dict[str, float]:
+    """The reconstruction table's metrics for one set of reconstructions.
+
+    Parameters
+    ----------
+    pred_images, true_images : ndarray, shape (n, H, W, 3)
+        Reconstructions and their ground-truth images, uint8 or float in [0, 1]; n >= 2.
+    true_attributes : dict, optional
+        ``"shape"`` and ``"colour"`` (int ``(n,)``) of each true image's main object (e.g.
+        ``stimuli.attributes``); without it the accuracies are left out.
+    evaluator : ImageEvaluator, optional
+        Default: the shipped one (:func:`get_evaluator`).
+
+    Returns
+    -------
+    dict
+        ``pixcorr``, ``ssim`` (MindEye's recipe, at the given size), ``two_way_low``,
+        ``two_way_high`` (2-way identification at the evaluator's low / high layer,
+        chance 0.5), and with attributes ``shape_accuracy``, ``colour_accuracy`` (of the
+        reconstructions as the evaluator reads them, chance 1/8).
+    """
+    from decoding.evaluation.metrics import pixcorr, ssim, two_way_identification
+
+    pred, true = to_uint8(pred_images, "pred_images"), to_uint8(true_images, "true_images")
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"pred_images: expected the shape of true_images {true.shape}, got {pred.shape}"
+        )
+    if len(pred) < 2:
+        raise ValueError(f"pred_images: expected at least 2 images, got {len(pred)}")
+    ev = evaluator or get_evaluator()
+    lp, hp, op = ev._run(pred)
+    lt, ht, _ = ev._run(true)
+    out = {
+        "pixcorr": pixcorr(pred, true),
+        "ssim": ssim(pred, true),
+        "two_way_low": two_way_identification(lp, lt),
+        "two_way_high": two_way_identification(hp, ht),
+    }
+    if true_attributes is not None:
+        for name, sl in (("shape", slice(0, 8)), ("colour", slice(8, 16))):
+            if name not in true_attributes:
+                raise KeyError(
+                    f"true_attributes: expected key {name!r}, got {sorted(true_attributes)}"
+                )
+            y = np.asarray(true_attributes[name])
+            if y.shape != (len(pred),):
+                raise ValueError(
+                    f"true_attributes[{name!r}]: expected shape ({len(pred)},), got {y.shape}"
+                )
+            out[f"{name}_accuracy"] = float(np.mean(op[:, sl].argmax(1) == y))
+    return out

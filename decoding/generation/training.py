@@ -1,0 +1,459 @@
+"""Training loops for the generation layer: plain torch written for ``accelerate``.
+
+:func:`fit` runs any loss over tensors held in memory. It uses an ``accelerate.Accelerator``,
+so ``accelerate launch --num_processes 2 script.py`` (or ``torchrun``) runs the same loop
+data-parallel (each process takes its slice of every batch; gradients are averaged), on
+CPUs (gloo) or GPUs, without code changes. Batches and noise are drawn from generators
+seeded by ``(seed, step, rank)``, so a run resumed from its checkpoint continues exactly
+as if it had not stopped. Checkpoints (model, optimiser, learning-rate schedule, EMA,
+step, history) are written atomically (a temporary file, then ``os.replace``) by the main
+process only.
+
+:func:`train_stimulus_diffusion` trains the shipped generator: the autoencoder on
+stimulus-world images, then the conditional UNet on their latents with the ``stimnet``
+image embedding and the ``stimtext`` caption embedding, measuring the generated images'
+shape and colour accuracy (read by the independent evaluator) as training goes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "fit",
+    "autoencoder_loss",
+    "DiffusionLoss",
+    "train_autoencoder",
+    "train_diffusion",
+    "encode_images",
+    "train_stimulus_diffusion",
+    "images_to_tensor",
+]
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(n, H, W, 3)`` -> float ``(n, 3, H, W)`` in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+class _LossModule(nn.Module):
+    """Holds the trained modules; ``forward(batch, gen)`` returns the loss (DDP-friendly)."""
+
+    def __init__(self, modules: dict[str, nn.Module], loss_fn: Callable) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(modules)
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: tuple[torch.Tensor, ...], gen: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(self.parts, batch, gen)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    modules: dict[str, nn.Module],
+    loss_fn: Callable[[nn.ModuleDict, tuple[torch.Tensor, ...], torch.Generator], torch.Tensor],
+    tensors: tuple[torch.Tensor, ...],
+    n_steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    warmup: int = 0,
+    ema_decay: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    callback: Callable[[int, nn.ModuleDict], dict[str, float] | None] | None = None,
+    callback_every: int = 0,
+    accelerator: Any = None,
+    progress: bool | None = None,
+    desc: str = "training",
+) -> list[dict[str, float]]:
+    """Train ``modules`` on minibatches of ``tensors`` with AdamW; resumable.
+
+    Parameters
+    ----------
+    modules : dict of str -> nn.Module
+        What is trained (updated in place; the EMA weights are copied in at the end when
+        ``ema_decay`` is set).
+    loss_fn : callable
+        ``loss_fn(parts, batch, gen) -> scalar``; ``parts`` is an ``nn.ModuleDict`` of
+        ``modules``, ``batch`` a tuple of rows of ``tensors``, ``gen`` a seeded generator for
+        any noise.
+    tensors : tuple of Tensor
+        Training data (same first dimension).
+    n_steps, batch_size, lr : int, int, float
+        Optimiser steps, global batch size (split over processes), peak learning rate
+        (linear warm-up over ``warmup`` steps, then cosine decay to 10%).
+    seed : int
+        Seeds batches and noise.
+    ema_decay : float, optional
+        Exponential moving average of the weights (e.g. 0.999).
+    checkpoint : path-like, optional
+        File to write every ``checkpoint_every`` steps and at the end, and to resume from
+        when it exists.
+    callback : callable, optional
+        ``callback(step, parts)`` every ``callback_every`` steps (main process; EMA weights
+        swapped in while it runs); a returned dict is added to the history.
+    accelerator : accelerate.Accelerator, optional
+        Default: a new one (CPU unless CUDA is there).
+
+    Returns
+    -------
+    list of dict
+        History: ``step``, ``loss`` (mean since the last entry), ``seconds``, and what the
+        callback returned.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if n_steps < 1 or batch_size < 1:
+        raise ValueError(f"n_steps / batch_size: expected >= 1, got {n_steps} / {batch_size}")
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors: expected the same length, got {[len(t) for t in tensors]}")
+    if accelerator is None:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if batch_size % world:
+        raise ValueError(f"batch_size: expected a multiple of {world} processes, got {batch_size}")
+    batch_size = min(batch_size, n - n % world) if n >= world else batch_size
+    model = _LossModule(modules, loss_fn)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, n_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    ema = [p.detach().clone() for p in params] if ema_decay else None
+    start, history = 0, []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        if ema is not None and state.get("ema") is not None:
+            ema = [e.clone() for e in state["ema"]]
+        start, history = int(state["step"]), list(state["history"])
+    model, opt = accelerator.prepare(model, opt)
+    inner = accelerator.unwrap_model(model)
+    device = accelerator.device
+    if ema is not None:
+        ema = [e.to(device) for e in ema]
+    per_epoch = max(1, n // batch_size)
+    local = batch_size // world
+
+    def save(step: int) -> None:
+        if ckpt is None or not accelerator.is_main_process:
+            return
+        state = {"step": step, "model": inner.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "history": history,
+                 "ema": [e.cpu() for e in ema] if ema is not None else None}  # fmt: skip
+        _atomic_save(state, ckpt)
+
+    def swap_ema() -> None:
+        for p, e in zip(params, ema):
+            tmp = p.detach().clone()
+            p.data.copy_(e)
+            e.copy_(tmp)
+
+    show = accelerator.is_main_process and (progress is None or bool(progress))
+    bar = tqdm(total=n_steps, initial=start, desc=desc, disable=not show)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, n_steps):
+        epoch, pos = divmod(step, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        idx = perm[pos * batch_size : (pos + 1) * batch_size][rank * local : (rank + 1) * local]
+        batch = tuple(t[idx].to(device) for t in tensors)
+        gen = torch.Generator(device="cpu").manual_seed((seed * 1000003 + step) * 64 + rank)
+        loss = model(batch, gen)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            d = min(ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p, e in zip(params, ema):
+                    e.mul_(d).add_(p.detach(), alpha=1 - d)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        done = step + 1
+        log_now = callback is not None and callback_every and (
+            done % callback_every == 0 or done == n_steps
+        )
+        if log_now or done == n_steps or done % max(1, checkpoint_every) == 0:
+            entry = {"step": done, "loss": float(np.mean(losses)) if losses else float("nan"),
+                     "seconds": time.perf_counter() - t0}  # fmt: skip
+            losses = []
+            if log_now and accelerator.is_main_process:
+                model.eval()
+                if ema is not None:
+                    swap_ema()
+                extra = callback(done, inner.parts)
+                if ema is not None:
+                    swap_ema()
+                model.train()
+                entry.update(extra or {})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k != "step"})
+            history.append(entry)
+            save(done)
+        accelerator.wait_for_everyone()
+    bar.close()
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.data.copy_(e)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------------------
+# the two stages
+# --------------------------------------------------------------------------------------
+def autoencoder_loss(parts: nn.ModuleDict, batch, gen) -> torch.Tensor:
+    """MSE + 0.5 L1 reconstruction loss of the ``vae`` on a batch of images in [-1, 1]."""
+    (x,) = batch
+    rec = parts["vae"](x)
+    return nn.functional.mse_loss(rec, x) + 0.5 * nn.functional.l1_loss(rec, x)
+
+
+def train_autoencoder(images: np.ndarray, n_steps: int = 500, batch_size: int = 32,
+                      lr: float = 2e-3, seed: int = 0, vae=None, **kw) -> tuple[Any, list]:
+    """Train a :class:`StimulusAutoencoder` on uint8 images and set its ``scaling_factor``.
+
+    Returns
+    -------
+    vae, history
+    """
+    from decoding.generation.autoencoder import StimulusAutoencoder
+
+    torch.manual_seed(seed)
+    vae = vae if vae is not None else StimulusAutoencoder(image_size=images.shape[1])
+    x = images_to_tensor(images)
+    hist = fit({"vae": vae}, autoencoder_loss, (x,), n_steps, batch_size, lr, seed=seed,
+               weight_decay=1e-5, warmup=min(50, n_steps // 10), desc="training autoencoder",
+               **kw)  # fmt: skip
+    with torch.no_grad():
+        vae.register_to_config(scaling_factor=1.0)
+        z = torch.cat([vae.encode(x[s : s + 256]) for s in range(0, min(len(x), 2048), 256)])
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    return vae.eval(), hist
+
+
+@torch.no_grad()
+def encode_images(vae, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """Scaled latents of uint8 images."""
+    return torch.cat([vae.encode(images_to_tensor(images[s : s + batch_size]))
+                      for s in range(0, len(images), batch_size)])  # fmt: skip
+
+
+class DiffusionLoss:
+    """v-prediction loss with Min-SNR-gamma weights and condition dropout (CFG training).
+
+    Parameters
+    ----------
+    scheduler : DDPMScheduler
+        The training noise schedule (``prediction_type="v_prediction"``).
+    p_drop : float
+        Each row's conditions are dropped together with probability ``p_drop``, and the
+        image or the semantic one alone with ``p_drop / 2`` each (so each is dropped in
+        about ``2 p_drop`` of rows, both in ``p_drop``).
+    min_snr_gamma : float or None
+        Min-SNR weighting (Hang et al. 2023); None: plain MSE.
+    """
+
+    def __init__(self, scheduler, p_drop: float = 0.1, min_snr_gamma: float | None = 5.0):
+        self.scheduler = scheduler
+        self.p_drop = float(p_drop)
+        self.gamma = min_snr_gamma
+        ac = scheduler.alphas_cumprod
+        self.snr = ac / (1 - ac)
+
+    def __call__(self, parts: nn.ModuleDict, batch, gen: torch.Generator) -> torch.Tensor:
+        x0, img, txt = batch
+        b, dev = len(x0), x0.device
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=gen)
+        r = torch.rand(b, generator=gen)
+        p = self.p_drop
+        drop_both = r < p
+        drop_img = drop_both | ((r >= p) & (r < 1.5 * p))
+        drop_txt = drop_both | ((r >= 1.5 * p) & (r < 2 * p))
+        t_dev = t.to(dev)
+        noisy = self.scheduler.add_noise(x0, noise, t_dev)
+        target = self.scheduler.get_velocity(x0, noise, t_dev)
+        cond = parts["conditioner"](img, txt if txt.shape[1] else None, drop_img.to(dev),
+                                    drop_txt.to(dev))  # fmt: skip
+        unet = parts["unet"]
+        hidden = torch.zeros(b, 1, unet.config.cross_attention_dim, device=dev)
+        pred = unet(noisy, t_dev, encoder_hidden_states=hidden, class_labels=cond).sample
+        per = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+        if self.gamma is not None:
+            snr = self.snr.to(dev)[t_dev]
+            per = per * torch.clamp(snr, max=self.gamma) / (snr + 1)
+        return per.mean()
+
+
+def train_diffusion(latents: torch.Tensor, image_embeds: np.ndarray, text_embeds: np.ndarray,
+                    unet, conditioner, n_steps: int = 1000, batch_size: int = 64,
+                    lr: float = 1e-3, seed: int = 0, p_drop: float = 0.1,
+                    min_snr_gamma: float | None = 5.0, ema_decay: float | None = 0.998,
+                    **kw) -> list:
+    """Train ``unet`` + ``conditioner`` (null embeddings) on latents and their embeddings."""
+    from decoding.generation.diffusion import training_scheduler
+
+    img = torch.as_tensor(np.asarray(image_embeds, np.float32))
+    txt = torch.as_tensor(np.asarray(text_embeds, np.float32))
+    loss = DiffusionLoss(training_scheduler(), p_drop=p_drop, min_snr_gamma=min_snr_gamma)
+    return fit({"unet": unet, "conditioner": conditioner}, loss, (latents, img, txt), n_steps,
+               batch_size, lr, seed=seed, warmup=min(100, n_steps // 10), ema_decay=ema_decay,
+               desc="training diffusion", **kw)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# the shipped generator, end to end
+# --------------------------------------------------------------------------------------
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+
+
+def train_stimulus_diffusion(
+    out_dir: str | os.PathLike,
+    n_train_images: int = 12000,
+    n_val_images: int = 256,
+    ae_steps: int = 500,
+    unet_steps: int = 1500,
+    ae_batch: int = 32,
+    unet_batch: int = 64,
+    ae_channels: tuple[int, ...] = (24, 32, 64),
+    unet_channels: tuple[int, ...] = (32, 64, 64),
+    layers_per_block: int = 1,
+    lr: float = 1e-3,
+    eval_every: int = 250,
+    n_eval: int = 128,
+    seed: int = 0,
+    features: dict | None = None,
+    text: dict | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    data_home: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the autoencoder and the conditional UNet, and save the pipeline to ``out_dir``.
+
+    Returns
+    -------
+    dict
+        ``pipeline`` (the trained :class:`StimulusDiffusionPipeline`), ``ae_history``,
+        ``unet_history`` (with ``shape_accuracy`` / ``colour_accuracy`` of images generated
+        from true embeddings of held-out images), ``ae_psnr``, ``ae_ssim`` (held out),
+        ``seconds`` per stage.
+    """
+    from data_loaders.simulate.stimuli import render_stimuli
+    from decoding.evaluation.image_eval import get_evaluator
+    from decoding.evaluation.metrics import ssim
+    from decoding.features import get_extractor
+    from decoding.generation.diffusion import (
+        EmbeddingConditioner,
+        make_scheduler,
+        make_unet,
+        training_scheduler,
+    )
+    from decoding.generation.pipeline import StimulusDiffusionPipeline
+    from decoding.semantics import captions_from_attributes, get_text_encoder
+
+    t0 = time.perf_counter()
+    ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    # 2718 / 2719: seed offsets the simulated NSD, stimnet, stimtext and the evaluator do not use
+    stim = render_stimuli(n_train_images, image_size=64, random_state=seed + 2718)
+    val = render_stimuli(n_val_images, image_size=64, random_state=seed + 2719)
+    fkw = dict(features or {"name": "stimnet"})
+    fname = fkw.pop("name", "stimnet")
+    if fname == "stimnet":
+        fkw.setdefault("data_home", data_home)
+    fx = get_extractor(fname, **fkw)
+    tkw = dict(text or {"name": "stimtext"})
+    tname = tkw.pop("name", "stimtext")
+    if tname == "stimtext":
+        tkw.setdefault("data_home", data_home)
+    tx = get_text_encoder(tname, **tkw)
+    img_emb, val_img = fx.transform(stim.images), fx.transform(val.images)
+    txt_emb = tx.encode(captions_from_attributes(stim))
+    val_txt = tx.encode(captions_from_attributes(val))
+    t_data = time.perf_counter() - t0
+    log(f"data: {n_train_images} images, {fx.identifier}, {tx.identifier} ({t_data:.0f} s)")
+
+    from decoding.generation.autoencoder import StimulusAutoencoder
+
+    t1 = time.perf_counter()
+    vae = StimulusAutoencoder(block_out_channels=tuple(ae_channels))
+    vae, ae_hist = train_autoencoder(
+        stim.images, n_steps=ae_steps, batch_size=ae_batch, lr=2e-3, seed=seed, vae=vae,
+        checkpoint=ck / "autoencoder.pt" if ck else None, progress=progress,
+    )  # fmt: skip
+    with torch.no_grad():
+        rec = vae(images_to_tensor(val.images))
+    rec = np.round(((rec.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()).astype(np.uint8)
+    ae_psnr, ae_ssim = _psnr(rec, val.images), ssim(rec, val.images)
+    t_ae = time.perf_counter() - t1
+    log(f"autoencoder: held-out PSNR {ae_psnr:.1f} dB, SSIM {ae_ssim:.3f} ({t_ae:.0f} s)")
+
+    t2 = time.perf_counter()
+    latents = encode_images(vae, stim.images)
+    conditioner = EmbeddingConditioner(img_emb.shape[1], txt_emb.shape[1], fx.identifier,
+                                       tx.identifier)  # fmt: skip
+    unet = make_unet(conditioner.cond_dim, latent_channels=latents.shape[1],
+                     sample_size=latents.shape[-1], block_out_channels=tuple(unet_channels),
+                     layers_per_block=layers_per_block)  # fmt: skip
+    sched = make_scheduler("dpmsolver++", training_scheduler().config)
+    pipe = StimulusDiffusionPipeline(vae=vae, unet=unet, scheduler=sched, conditioner=conditioner)
+    pipe.set_progress_bar_config(disable=True)
+    evaluator = get_evaluator()
+    ev_idx = np.arange(min(n_eval, n_val_images))
+
+    def measure(step: int, parts) -> dict[str, float]:
+        ims = pipe(val_img[ev_idx], val_txt[ev_idx], num_inference_steps=10, guidance_scale=3.0,
+                   generator=seed).images  # fmt: skip
+        pred = evaluator.predict_attributes(ims)
+        return {"shape_accuracy": float(np.mean(pred["shape"] == val.attributes["shape"][ev_idx])),
+                "colour_accuracy": float(np.mean(pred["colour"]
+                                                 == val.attributes["colour"][ev_idx]))}  # fmt: skip
+
+    unet_hist = train_diffusion(
+        latents, img_emb, txt_emb, unet, conditioner, n_steps=unet_steps,
+        batch_size=unet_batch, lr=lr, seed=seed, callback=measure, callback_every=eval_every,
+        checkpoint=ck / "diffusion.pt" if ck else None, progress=progress,
+    )  # fmt: skip
+    t_unet = time.perf_counter() - t2
+    last = unet_hist[-1]
+    log(f"diffusion: {unet_steps} steps ({t_unet:.0f} s); shape "
+        f"{last.get('shape_accuracy', float('nan')):.2f}, colour "
+        f"{last.get('colour_accuracy', float('nan')):.2f} (chance 0.125)")
+    out = Path(out_dir)
+    pipe.save_pretrained(out)
+    return {"pipeline": pipe, "ae_history": ae_hist, "unet_history": unet_hist,
+            "ae_psnr": ae_psnr, "ae_ssim": ae_ssim,
+            "seconds": {"data": t_data, "autoencoder": t_ae, "diffusion": t_unet}}  # fmt: skip
