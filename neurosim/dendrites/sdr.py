@@ -9,11 +9,18 @@ numbers (``numenta/htmresearch: projects/sdr_paper``):
 - a dendritic segment with ``s`` synapses onto the population;
 - the segment fires an NMDA spike when at least ``theta`` of its synapses see active cells.
 
-Every closed form is computed exactly with Python integers (``math.comb``), so it stays
-right at ``n = 100,000`` where ``scipy.special.comb(..., exact=False)`` overflows; the result
-is a correctly-rounded float (which underflows to ``0.0`` below ~1e-308: use the ``log_``
-variant for such tiny values). Monte Carlo simulators draw explicit random SDRs and
-segments and count threshold crossings, so they check the combinatorics independently.
+Every closed form is computed exactly with Python integers (``math.comb``) while that is
+cheap, so it stays right at ``n = 100,000`` where ``scipy.special.comb(..., exact=False)``
+overflows; the result is a correctly-rounded float (which underflows to ``0.0`` below
+~1e-308: use the ``log_`` variant for such tiny values). Where the integers would be huge
+(the sum's terms times their bits**1.5 above :data:`EXACT_BUDGET_BITS`, e.g. ``n = 10**7``,
+``a = s = 10**5``, whose exact sum takes hours) the same hypergeometric tail is computed in
+floating point: scipy's Boost hypergeometric for the probability (relative error about
+1e-14 against the exact sums on the test grid), and a log-space sum of
+``scipy.stats.hypergeom.logpmf`` terms for the ``log_`` variants below 1e-300 (relative
+error about 1e-10). Inputs beyond ``2**53`` are refused. Monte Carlo simulators draw
+explicit random SDRs and segments and count threshold crossings, so they check the
+combinatorics independently; they refuse runs beyond :data:`MC_BUDGET` cell draws.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
+    "EXACT_BUDGET_BITS",
+    "MC_BUDGET",
     "MonteCarloEstimate",
     "active_count",
     "expected_union_size",
@@ -33,6 +42,7 @@ __all__ = [
     "false_negative_probability",
     "log_false_match_probability",
     "log_false_negative_probability",
+    "log_number_of_sdrs",
     "number_of_sdrs",
     "optimal_threshold",
     "simulate_false_match",
@@ -42,6 +52,17 @@ __all__ = [
     "union_size_distribution",
 ]
 
+
+#: Exact integer sums are used while (number of terms) x (bits of the largest binomial)
+#: ** 1.5 (big-integer binomials cost superlinearly in their size) stays below this
+#: (a few tenths of a second); beyond it the floating-point path answers.
+EXACT_BUDGET_BITS: int = 200_000_000
+#: Largest ``n_trials * n`` (random cells drawn) a Monte Carlo simulator accepts.
+MC_BUDGET: int = 2_000_000_000
+#: Largest population for the floating-point path (integers are exact in float64).
+_MAX_FLOAT_INT = 2**53
+#: Cells per Monte Carlo batch (memory: the batch holds batch x n keys).
+_MC_BATCH_CELLS = 2**24
 
 # ---------------------------------------------------------------------------------------
 # validation
@@ -68,6 +89,54 @@ def _check_segment(n, a, s, theta) -> tuple[int, int, int, int]:
     s = _check_int("s", s, low=0, high=n, high_name="n")
     theta = _check_int("theta", theta, low=0, high=s, high_name="s")
     return n, a, s, theta
+
+
+def _log2_comb(n: int, k: int) -> float:
+    """Bits of ``C(n, k)``, from log-gamma (no big integers)."""
+    return float(_log_comb(n, k)) / math.log(2) if 0 < k < n else 0.0
+
+
+def _exact_is_cheap(n_terms: int, pop: int, draws: int) -> bool:
+    """Whether summing ``n_terms`` products of binomials of ``pop`` is cheap in integers."""
+    return max(n_terms, 1) * max(_log2_comb(pop, draws), 1.0) ** 1.5 <= EXACT_BUDGET_BITS
+
+
+def _check_float_range(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if value > _MAX_FLOAT_INT:
+            raise ValueError(
+                f"{name}: expected an integer <= 2**53 (the range where the closed form is "
+                f"computed in floating point), got {value}"
+            )
+
+
+def _hypergeom_tail(pop: int, succ: int, draws: int, k_min: int) -> tuple[float, float]:
+    """``P(X >= k_min)`` and its log for ``X ~ Hypergeom(pop, succ, draws)``, floating point.
+
+    The probability from scipy's Boost implementation; the log from it while it is a
+    normal float, else a log-sum-exp of ``logpmf`` over the tail, summed from ``k_min``
+    upward until the terms (log-concave in ``k``) fall 1e-20 below the largest.
+    """
+    hi = min(succ, draws)
+    lo = max(k_min, draws - (pop - succ), 0)
+    if lo > hi:
+        return 0.0, -math.inf
+    if lo <= max(0, draws - (pop - succ)):
+        return 1.0, 0.0  # the tail is the whole support
+    mode = (draws + 1) * (succ + 1) // (pop + 2)
+    if lo <= mode or float(stats.hypergeom.logpmf(lo, pop, succ, draws)) > -600.0:
+        p = float(stats.hypergeom.sf(lo - 1, pop, succ, draws))
+        if p > 1e-300:
+            return p, math.log(p)
+    total, start, chunk = -math.inf, lo, 4096
+    while start <= hi:
+        k = np.arange(start, min(start + chunk, hi + 1))
+        logp = stats.hypergeom.logpmf(k, pop, succ, draws)
+        total = float(np.logaddexp(total, special.logsumexp(logp)))
+        if logp[-1] < total - 46.0:  # e^-46 ~ 1e-20: the rest cannot matter
+            break
+        start += chunk
+    return math.exp(total), total
 
 
 def _log_ratio(num: int, den: int) -> float:
@@ -99,10 +168,27 @@ def active_count(n: int, sparsity: float) -> int:
 
 
 def number_of_sdrs(n: int, a: int) -> int:
-    """The number of distinct SDRs with ``a`` of ``n`` cells active, ``C(n, a)`` (exact int)."""
+    """The number of distinct SDRs with ``a`` of ``n`` cells active, ``C(n, a)`` (exact int).
+
+    Refused (``ValueError``) when ``C(n, a)`` has more than 2,000,000 bits (about 600,000
+    digits, seconds to compute): use :func:`log_number_of_sdrs` there.
+    """
     n = _check_int("n", n, low=1)
     a = _check_int("a", a, low=0, high=n, high_name="n")
+    bits = _log2_comb(n, a)
+    if bits > 2_000_000:
+        raise ValueError(
+            f"a: C(n={n}, a={a}) has about {bits * math.log10(2):.3g} digits; expected "
+            "at most ~600,000 for the exact integer (use log_number_of_sdrs)"
+        )
     return math.comb(n, a)
+
+
+def log_number_of_sdrs(n: int, a: int) -> float:
+    """Natural log of :func:`number_of_sdrs`, ``log C(n, a)`` from log-gamma (any size)."""
+    n = _check_int("n", n, low=1)
+    a = _check_int("a", a, low=0, high=n, high_name="n")
+    return float(_log_comb(n, a))
 
 
 def _false_match_counts(n: int, a: int, s: int, theta: int) -> tuple[int, int]:
@@ -110,6 +196,16 @@ def _false_match_counts(n: int, a: int, s: int, theta: int) -> tuple[int, int]:
     lo, hi = max(theta, a - (n - s)), min(s, a)
     num = sum(math.comb(s, b) * math.comb(n - s, a - b) for b in range(lo, hi + 1))
     return num, math.comb(n, a)
+
+
+def _false_match(n: int, a: int, s: int, theta: int) -> tuple[float, float]:
+    """(probability, log probability): exact integers when cheap, else floating point."""
+    lo, hi = max(theta, a - (n - s)), min(s, a)
+    if _exact_is_cheap(hi - lo + 1, n, a):
+        num, den = _false_match_counts(n, a, s, theta)
+        return num / den, _log_ratio(num, den)
+    _check_float_range(n=n)
+    return _hypergeom_tail(n, s, a, theta)
 
 
 def false_match_probability(n: int, a: int, s: int, theta: int) -> float:
@@ -145,14 +241,13 @@ def false_match_probability(n: int, a: int, s: int, theta: int) -> float:
         ``theta > s``, negative sizes).
     """
     n, a, s, theta = _check_segment(n, a, s, theta)
-    num, den = _false_match_counts(n, a, s, theta)
-    return num / den  # int / int is correctly rounded in Python, however large
+    return _false_match(n, a, s, theta)[0]  # int / int is correctly rounded in Python
 
 
 def log_false_match_probability(n: int, a: int, s: int, theta: int) -> float:
     """Natural log of :func:`false_match_probability`, exact for values far below 1e-308."""
     n, a, s, theta = _check_segment(n, a, s, theta)
-    return _log_ratio(*_false_match_counts(n, a, s, theta))
+    return _false_match(n, a, s, theta)[1]
 
 
 def _check_noise(a, s, theta, v) -> tuple[int, int, int, int]:
@@ -169,6 +264,16 @@ def _false_negative_counts(a: int, s: int, theta: int, v: int) -> tuple[int, int
     lo, hi = max(s - theta + 1, v - (a - s), 0), min(s, v)
     num = sum(math.comb(s, b) * math.comb(a - s, v - b) for b in range(lo, hi + 1))
     return num, math.comb(a, v)
+
+
+def _false_negative(a: int, s: int, theta: int, v: int) -> tuple[float, float]:
+    """(probability, log probability): exact integers when cheap, else floating point."""
+    lo, hi = max(s - theta + 1, v - (a - s), 0), min(s, v)
+    if _exact_is_cheap(hi - lo + 1, a, v):
+        num, den = _false_negative_counts(a, s, theta, v)
+        return num / den, _log_ratio(num, den)
+    _check_float_range(a=a)
+    return _hypergeom_tail(a, s, v, s - theta + 1)
 
 
 def false_negative_probability(a: int, s: int, theta: int, v: int) -> float:
@@ -199,14 +304,13 @@ def false_negative_probability(a: int, s: int, theta: int, v: int) -> float:
         The probability (``0.0`` if below the smallest float).
     """
     a, s, theta, v = _check_noise(a, s, theta, v)
-    num, den = _false_negative_counts(a, s, theta, v)
-    return num / den
+    return _false_negative(a, s, theta, v)[0]
 
 
 def log_false_negative_probability(a: int, s: int, theta: int, v: int) -> float:
     """Natural log of :func:`false_negative_probability`."""
     a, s, theta, v = _check_noise(a, s, theta, v)
-    return _log_ratio(*_false_negative_counts(a, s, theta, v))
+    return _false_negative(a, s, theta, v)[1]
 
 
 def expected_union_size(n: int, s: int, m: int) -> float:
@@ -232,11 +336,25 @@ def union_size_distribution(n: int, s: int, m: int) -> np.ndarray:
     -------
     ndarray of float, shape (min(n, m * s) + 1,)
         ``p[u] = P(|union| = u)``.
+
+    Raises
+    ------
+    ValueError
+        If the chain's table (``(min(n, m s) + 1) x (s + 1)`` entries) exceeds 2e7
+        entries or its ``m`` steps exceed 5e8 operations (minutes and gigabytes): use the
+        ``"expected"`` method of :func:`union_false_match_probability` there.
     """
     n = _check_int("n", n, low=1)
     s = _check_int("s", s, low=0, high=n, high_name="n")
     m = _check_int("m", m, low=1)
     u_max = min(n, m * s)
+    table = (u_max + 1) * (s + 1)
+    if table > 20_000_000 or (m - 1) * table > 500_000_000:
+        raise ValueError(
+            f"m: the exact union distribution for n={n}, s={s}, m={m} needs a "
+            f"{u_max + 1} x {s + 1} table over {m} steps; expected at most 2e7 entries and "
+            "5e8 operations (use method='expected')"
+        )
     u = np.arange(u_max + 1)[:, None]
     j = np.arange(s + 1)[None, :]
     # log C(n-u, j) + log C(u, s-j) - log C(n, s), where both binomials are defined
@@ -328,15 +446,34 @@ def optimal_threshold(
     a, s, _, v = _check_noise(a, s, 0, v)
     if not (isinstance(fp_weight, numbers.Real) and fp_weight > 0):
         raise ValueError(f"fp_weight: expected a positive number, got {fp_weight!r}")
-    best = None
-    for theta in range(1, s + 1):
-        fp = false_match_probability(n, a, s, theta)
-        fn = false_negative_probability(a, s, theta, v)
-        cost = fp_weight * fp + fn
-        if best is None or cost < best[0]:
-            best = (cost, theta, fp, fn)
-    _, theta, fp, fn = best
-    return theta, fp, fn
+    if s == 0:
+        raise ValueError("s: expected at least 1 synapse to choose a threshold, got 0")
+    if _exact_is_cheap(s * min(s, a), n, a):
+        best = None
+        for theta in range(1, s + 1):
+            fp = false_match_probability(n, a, s, theta)
+            fn = false_negative_probability(a, s, theta, v)
+            cost = fp_weight * fp + fn
+            if best is None or cost < best[0]:
+                best = (cost, theta, fp, fn)
+        _, theta, fp, fn = best
+        return theta, fp, fn
+    # large segments: both error curves at once from the two pmfs (float64), tails
+    # summed from the small end so tiny probabilities keep their digits
+    _check_float_range(n=n)
+    if min(s, a) > 10_000_000:
+        raise ValueError(f"s: expected at most 1e7 synapses (min(s, a)) here, got {min(s, a)}")
+    # (log-gamma pmfs: relative error ~1e-8 at n = 1e7, ample for choosing theta)
+    b = np.arange(min(s, a) + 1)
+    tail_fm = np.cumsum(np.exp(stats.hypergeom.logpmf(b, n, s, a))[::-1])[::-1]
+    bv = np.arange(min(s, v) + 1)
+    tail_fn = np.cumsum(np.exp(stats.hypergeom.logpmf(bv, a, s, v))[::-1])[::-1]
+    thetas = np.arange(1, s + 1)
+    fp = np.where(thetas < tail_fm.size, tail_fm[np.minimum(thetas, tail_fm.size - 1)], 0.0)
+    k = s - thetas + 1  # the segment fails when at least k of its synapses are removed
+    fn = np.where(k < tail_fn.size, tail_fn[np.minimum(k, tail_fn.size - 1)], 0.0)
+    i = int(np.argmin(fp_weight * fp + fn))
+    return int(thetas[i]), float(fp[i]), float(fn[i])
 
 
 # ---------------------------------------------------------------------------------------
@@ -378,9 +515,17 @@ def _batches(n_trials: int, batch_size: int):
         done += b
 
 
-def _check_trials(n_trials, batch_size):
-    _check_int("n_trials", n_trials, low=1)
-    _check_int("batch_size", batch_size, low=1)
+def _check_trials(n_trials, batch_size, n: int) -> int:
+    """Validate the Monte Carlo sizes; the batch actually used (memory-bounded)."""
+    n_trials = _check_int("n_trials", n_trials, low=1)
+    batch_size = _check_int("batch_size", batch_size, low=1)
+    if n_trials * n > MC_BUDGET:
+        raise ValueError(
+            f"n_trials: {n_trials} trials of n={n} cells draw {n_trials * n:.3g} random "
+            f"cells; expected at most MC_BUDGET={MC_BUDGET:.0e} (fewer trials, or the closed "
+            "form)"
+        )
+    return max(1, min(batch_size, _MC_BATCH_CELLS // n))
 
 
 def simulate_false_match(
@@ -399,7 +544,7 @@ def simulate_false_match(
     Memory and time scale as ``batch_size * n`` per batch.
     """
     n, a, s, theta = _check_segment(n, a, s, theta)
-    _check_trials(n_trials, batch_size)
+    batch_size = _check_trials(n_trials, batch_size, n)
     rng = np.random.default_rng(random_state)
     hits = 0
     for b in _batches(n_trials, batch_size):
@@ -428,7 +573,7 @@ def simulate_union_false_match(
     """
     n, a, s, theta = _check_segment(n, a, s, theta)
     m = _check_int("m", m, low=1)
-    _check_trials(n_trials, batch_size)
+    batch_size = _check_trials(n_trials, batch_size, n * m)
     rng = np.random.default_rng(random_state)
     hits = 0
     for b in _batches(n_trials, batch_size):
@@ -460,7 +605,7 @@ def simulate_false_negative(
     """
     a, s, theta, v = _check_noise(a, s, theta, v)
     n = 4 * a if n is None else _check_int("n", n, low=a + v)
-    _check_trials(n_trials, batch_size)
+    batch_size = _check_trials(n_trials, batch_size, n)
     rng = np.random.default_rng(random_state)
     hits = 0
     rows = None
