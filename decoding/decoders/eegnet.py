@@ -66,15 +66,21 @@ class EEGNet(TorchEEGClassifier):
         code uses kernel 5 / dropout 0.75 for its subject-dependent runs).
     smoothing_sigma : float | None
         Ordinal Gaussian label smoothing width; ``None`` = one-hot (EEGNet's own loss).
-    n_epochs, batch_size, lr, weight_decay, balanced, target, random_state, device, verbose
-        As in :class:`~decoding.decoders.histn.HiSTN`.
+    n_epochs, batch_size, lr, steps_per_epoch, random_crops, validation_fraction
+        The HiSTN authors' training loop, which they also used for EEGNet (see
+        :class:`~decoding.decoders.histn.HiSTN`).
+    weight_decay, balanced, scaling, batchnorm, target, random_state, device, verbose
+        As in :class:`~decoding.decoders.histn.HiSTN` (EEGNet is a Keras model too:
+        ``batchnorm="keras"`` by default).
     """
 
     def __init__(self, n_classes: int = 5, F1: int = 8, D: int = 2, F2: int = 16,
                  kern_length: int = 64, dropout: float = 0.5,
-                 smoothing_sigma: float | None = None, n_epochs: int = 40,
-                 batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
-                 balanced: bool = True, target: str = "valence",
+                 smoothing_sigma: float | None = None, n_epochs: int = 50,
+                 batch_size: int = 256, lr: float = 1e-3, steps_per_epoch: int | None = None,
+                 random_crops: bool = True, validation_fraction: float = 0.1,
+                 weight_decay: float = 0.0, balanced: bool = True, scaling: str = "channel",
+                 batchnorm: str = "keras", target: str = "valence",
                  random_state: int | None = 0, device: str = "auto", verbose: bool = False):
         self.n_classes = n_classes
         self.F1 = F1
@@ -86,8 +92,13 @@ class EEGNet(TorchEEGClassifier):
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.steps_per_epoch = steps_per_epoch
+        self.random_crops = random_crops
+        self.validation_fraction = validation_fraction
         self.weight_decay = weight_decay
         self.balanced = balanced
+        self.scaling = scaling
+        self.batchnorm = batchnorm
         self.target = target
         self.random_state = random_state
         self.device = device

@@ -80,6 +80,21 @@ def window_position(ds: EEGDataset) -> np.ndarray:
     return pos
 
 
+def contiguous_segments(subject: np.ndarray, trial: np.ndarray, position: np.ndarray
+                        ) -> np.ndarray:
+    """Recording id per selected window: a new id starts where the subject or trial
+    changes or the window position does not advance by one (a held-out block between).
+
+    Consecutive rows with one id are consecutive windows of one continuous recording, so
+    an estimator may draw random crops across them (HiSTN's training, ``segments=``).
+    """
+    subject, trial, position = (np.asarray(a) for a in (subject, trial, position))
+    new = np.ones(position.shape[0], dtype=bool)
+    new[1:] = (subject[1:] != subject[:-1]) | (trial[1:] != trial[:-1]) | (
+        position[1:] != position[:-1] + 1)
+    return np.cumsum(new) - 1
+
+
 def _subjects(ds: EEGDataset, subjects: Sequence[int] | None) -> list[int]:
     present = np.unique(ds.subject).tolist()
     if subjects is None:
@@ -248,14 +263,23 @@ def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, prot
         folds = folds[:max_folds]
     rows, yt_all, yp_all, pr_all = [], [], [], []
     it = progress(folds) if progress is not None else folds
+    pos = window_position(ds)
+
+    def segments(est_method, idx) -> dict:
+        # estimators that crop across windows (HiSTN, EEGNet) learn where recordings run on
+        if "segments" not in inspect.signature(est_method).parameters:
+            return {}
+        return {"segments": contiguous_segments(ds.subject[idx], ds.trial[idx], pos[idx])}
+
     for f in it:
         est = make_estimator()
         t0 = time.perf_counter()
-        est.fit(ds.X[f.train], y[f.train])
+        est.fit(ds.X[f.train], y[f.train], **segments(est.fit, f.train))
         if f.calib is not None:
             kw = dict(fine_tune_kwargs or {})
             if "X_pretrain" in inspect.signature(est.fine_tune).parameters:
                 kw.update(X_pretrain=ds.X[f.train], y_pretrain=y[f.train])
+            kw.update(segments(est.fine_tune, f.calib))
             est.fine_tune(ds.X[f.calib], y[f.calib], **kw)
         train_time = time.perf_counter() - t0
         proba = _full_proba(est, est.predict_proba(ds.X[f.test]), n_classes)
