@@ -27,6 +27,7 @@ JOBS: dict[str, str] = {
     # decoding
     "braincorl": "decoding.jobs.braincorl:braincorl",
     "histn": "decoding.jobs.histn:histn",
+    "mindbridge": "decoding.jobs.mindbridge:mindbridge",
 }
 
 
