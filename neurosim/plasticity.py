@@ -24,6 +24,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from neurosim._checks import check_finite
 from neurosim._device import resolve_device
 
 __all__ = ["ForceReadout", "ThreeFactorReadout", "scheduled_gate"]
@@ -107,8 +108,8 @@ def scheduled_gate(
         raise ValueError(f"event_ms: expected shape (batch, n_events), got {tuple(ev.shape)}")
     if not 0.0 <= baseline <= 1.0:
         raise ValueError(f"baseline: expected a value in [0, 1], got {baseline!r}")
-    if width_ms <= 0:
-        raise ValueError(f"width_ms: expected > 0, got {width_ms!r}")
+    check_finite("width_ms", width_ms, gt=0)  # NaN would give a closed gate (zeros)
+    check_finite("dt_ms", dt_ms, gt=0)
     t = torch.arange(n_steps, dtype=torch.float64) * dt_ms
     bumps = torch.exp(-0.5 * ((t[None, :, None] - ev[:, None, :]) / width_ms) ** 2)
     bumps = torch.nan_to_num(bumps, nan=0.0).amax(dim=2) if ev.shape[1] else t[None] * 0

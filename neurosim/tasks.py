@@ -148,6 +148,10 @@ class WhatWhenTask:
                 raise ValueError(f"{name}: expected a finite number > 0, got {val!r}")
         if not (math.isfinite(self.jitter_ms) and self.jitter_ms >= 0):
             raise ValueError(f"jitter_ms: expected a finite number >= 0, got {self.jitter_ms!r}")
+        for name in ("cue_amplitude", "stim_amplitude"):
+            val = getattr(self, name)
+            if not math.isfinite(val):
+                raise ValueError(f"{name}: expected a finite number, got {val!r}")
         if lat.size == 0:
             raise ValueError("latencies_ms: expected at least one latency, got an empty list")
         if p.shape != lat.shape:

@@ -34,6 +34,7 @@ Metrics (``R[i, j]`` = test accuracy on task ``j`` after training on task ``i``)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurosim.dendrites.layers import ActiveDendritesLayer, KWinners
+from neurosim.dendrites.layers import ActiveDendritesLayer, KWinners, _check_fraction
 
 __all__ = [
     "MODELS",
@@ -168,6 +169,15 @@ class DendriticMLP(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        _check_fraction("kw_percent_on", kw_percent_on, False, True)
+        _check_fraction("dendrite_sparsity", dendrite_sparsity)
+        for name, value, low in (("boost_strength", boost_strength, 0.0),
+                                 ("k_inference_factor", k_inference_factor, None),
+                                 ("dendrite_init_gain", dendrite_init_gain, None)):
+            if not (math.isfinite(value) and (value > 0 if low is None else value >= low)):
+                rng = "> 0" if low is None else ">= 0"
+                raise ValueError(f"{name}: expected a finite number {rng}, got {value!r}")
+        _check_fraction("context_density", context_density, False, True)
         self.dendritic_layers = nn.ModuleList()
         self.kwinners = nn.ModuleList()
         sizes = [input_size, *hidden_sizes]
@@ -214,6 +224,13 @@ class MLP(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if kw_percent_on is not None:
+            _check_fraction("kw_percent_on", kw_percent_on, False, True)
+        for name, value, low in (("boost_strength", boost_strength, 0.0),
+                                 ("k_inference_factor", k_inference_factor, None)):
+            if not (math.isfinite(value) and (value > 0 if low is None else value >= low)):
+                rng = "> 0" if low is None else ">= 0"
+                raise ValueError(f"{name}: expected a finite number {rng}, got {value!r}")
         self.context_input = context_input
         sizes = [input_size + (context_dim if context_input else 0), *hidden_sizes]
         layers: list[nn.Module] = []

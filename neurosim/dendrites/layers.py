@@ -212,6 +212,7 @@ class ActiveDendritesLayer(nn.Module):
         self.in_features = _check_positive_int("in_features", in_features)
         self.out_features = _check_positive_int("out_features", out_features)
         self.weight_sparsity = _check_fraction("weight_sparsity", weight_sparsity)
+        _check_fraction("dendrite_sparsity", dendrite_sparsity)  # named here, not "sparsity"
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(
             (torch.rand(out_features, in_features, generator=generator) * 2 - 1) * bound
@@ -316,10 +317,14 @@ class KWinners(nn.Module):
         super().__init__()
         self.n = _check_positive_int("n", n)
         self.percent_on = _check_fraction("percent_on", percent_on, False, True)
-        if not k_inference_factor > 0:
-            raise ValueError(f"k_inference_factor: expected > 0, got {k_inference_factor!r}")
-        if not boost_strength >= 0:
-            raise ValueError(f"boost_strength: expected >= 0, got {boost_strength!r}")
+        if not (math.isfinite(k_inference_factor) and k_inference_factor > 0):
+            raise ValueError(
+                f"k_inference_factor: expected a finite number > 0, got {k_inference_factor!r}"
+            )
+        if not (math.isfinite(boost_strength) and boost_strength >= 0):
+            raise ValueError(
+                f"boost_strength: expected a finite number >= 0, got {boost_strength!r}"
+            )
         if not 0 <= boost_strength_factor <= 1:
             raise ValueError(
                 f"boost_strength_factor: expected a number in [0, 1], got {boost_strength_factor!r}"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neurosim._checks import check_finite
 from neurosim._device import resolve_device
 
 __all__ = ["DendriticNeuron", "DendriticNeuronResult"]
@@ -111,8 +112,13 @@ class DendriticNeuron:
             )
         for name, value in [("tau_syn_ms", tau_syn_ms), ("plateau_ms", plateau_ms),
                             ("tau_m_ms", tau_m_ms)]:
-            if not value > 0:
-                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+            check_finite(name, value, gt=0)
+        check_finite("refractory_ms", refractory_ms, ge=0)
+        for name, value in [("e_l_mv", e_l_mv), ("v_th_mv", v_th_mv),
+                            ("v_reset_mv", v_reset_mv)]:
+            check_finite(name, value)
+        check_finite("epsp_mv", epsp_mv, ge=0)
+        check_finite("plateau_mv", plateau_mv, ge=0)
         if not v_th_mv > v_reset_mv:
             raise ValueError(f"v_th_mv: expected > v_reset_mv = {v_reset_mv}, got {v_th_mv}")
         self.synapses = syn
@@ -165,10 +171,14 @@ class DendriticNeuron:
                 f"patterns: expected a bool array of shape (batch, {self.n_inputs}), "
                 f"got {pat.dtype} {pat.shape}"
             )
-        if not 0 < dt_ms < duration_ms:
-            raise ValueError(f"dt_ms: expected 0 < dt_ms < duration_ms, got {dt_ms}")
-        if not 0 <= onset_ms < duration_ms:
-            raise ValueError(f"onset_ms: expected in [0, {duration_ms}), got {onset_ms}")
+        check_finite("duration_ms", duration_ms, gt=0)
+        check_finite("dt_ms", dt_ms, gt=0, lt=duration_ms)
+        check_finite("onset_ms", onset_ms, ge=0, lt=duration_ms)
+        check_finite("jitter_ms", jitter_ms, ge=0)
+        if isinstance(n_record, bool) or not isinstance(n_record, int | np.integer) or (
+            n_record < 0
+        ):
+            raise ValueError(f"n_record: expected an integer >= 0, got {n_record!r}")
         batch, n_steps = pat.shape[0], int(round(duration_ms / dt_ms))
         K = self.synapses.shape[0]
         rng = np.random.default_rng(random_state)
