@@ -359,6 +359,7 @@ def train_stimulus_diffusion(
     text: dict | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     data_home: str | os.PathLike | None = None,
+    evaluator: Any = None,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -431,7 +432,7 @@ def train_stimulus_diffusion(
     sched = make_scheduler("dpmsolver++", training_scheduler().config)
     pipe = StimulusDiffusionPipeline(vae=vae, unet=unet, scheduler=sched, conditioner=conditioner)
     pipe.set_progress_bar_config(disable=True)
-    evaluator = get_evaluator()
+    evaluator = evaluator if evaluator is not None else get_evaluator()
     ev_idx = np.arange(min(n_eval, n_val_images))
 
     def measure(step: int, parts) -> dict[str, float]:
