@@ -43,6 +43,16 @@ def _himalaya_backend(name: str) -> Iterator:
         set_backend(old.name)
 
 
+def _refuse_text(name: str, a) -> None:
+    """Name the field for string arrays (numpy's conversion error names none)."""
+    kind = getattr(np.asarray(a) if not hasattr(a, "toarray") else a, "dtype", None)
+    if kind is not None and kind.kind in "USV":
+        raise ValueError(
+            f"{name}: dtype='numeric' is not compatible with arrays of bytes/strings, got "
+            f"{kind}; convert your data to numeric values explicitly"
+        )
+
+
 class RidgeEncoder(RegressorMixin, BaseEstimator):
     """Voxelwise ridge encoding model with a cross-validated alpha per voxel.
 
@@ -155,6 +165,8 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
                 f"n_targets_batch: expected None or an int >= 1, got {self.n_targets_batch!r}"
             )
         alphas = self._alphas()
+        _refuse_text("X", X)
+        _refuse_text("Y", Y)
         X, Y = validate_data(
             self, X, Y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
         )
@@ -201,6 +213,7 @@ class RidgeEncoder(RegressorMixin, BaseEstimator):
             float32 for float32 ``X``, else float64.
         """
         check_is_fitted(self)
+        _refuse_text("X", X)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
         pred = X.astype(np.float64) @ self.coef_.astype(np.float64) + self.intercept_
