@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurosim import _distributed as ddp
 from neurosim.dendrites.layers import ActiveDendritesLayer, KWinners, _check_fraction
 
 __all__ = [
@@ -452,6 +453,8 @@ def run_continual(
     )
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
+    rank, world = ddp.world()  # under torchrun / accelerate launch: data-parallel steps
+    loss_sum = nn.CrossEntropyLoss(reduction="sum")
 
     # test sets and their (possibly inferred) contexts, fixed once
     tests, hits = [], 0
@@ -486,8 +489,15 @@ def run_continual(
             for start in range(0, len(X), batch_size):
                 idx = order[start : start + batch_size]
                 opt.zero_grad()
-                loss = loss_fn(net(X[idx], ctx[idx]), y[idx])
-                loss.backward()
+                if world == 1:
+                    loss = loss_fn(net(X[idx], ctx[idx]), y[idx])
+                    loss.backward()
+                else:  # this rank's slice; the summed gradients are the whole batch's
+                    part, before = idx[ddp.shard(len(idx), rank, world)], ddp.snapshot_buffers(net)
+                    loss = loss_sum(net(X[part], ctx[part]), y[part]) / len(idx)
+                    loss.backward()
+                    ddp.all_reduce_gradients(net.parameters(), world)
+                    ddp.sync_buffers(net, before, world)
                 opt.step()
                 step += 1
                 if t > 0 and step % eval_every == 0:
