@@ -17,14 +17,26 @@ PACKAGES = (
 )
 
 
-def _version(name: str) -> str | None:
-    if name == "neurosuite":
-        from importlib.metadata import PackageNotFoundError, version
+# distribution names of the import names that differ (for importlib.metadata)
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "PyYAML",
+                  "mne_bids": "mne-bids"}
 
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    if name == "neurosuite":
         try:
             return version("neurosuite")
         except PackageNotFoundError:
             return None
+    if name not in sys.modules:
+        # the installed version without importing it: every run records these, and
+        # importing diffusers or brian2 only to read a string costs seconds
+        try:
+            return version(_DISTRIBUTIONS.get(name, name))
+        except PackageNotFoundError:
+            pass
     try:
         mod = importlib.import_module(name)
     except Exception:  # noqa: BLE001 - an optional package may fail to import for any reason
