@@ -223,3 +223,40 @@ def test_protocol_scores_equal_for_uint8_and_int64_labels():
     got = evaluate_protocol(_clf, small, "sd_trial", "y", n_folds=3, max_folds=3)["mean"]
     for key in ("accuracy", "weighted_f1", "top2_accuracy", "seq2hr", "tri_p"):
         assert got[key] == ref[key]
+
+
+# --------------------------------------------------------------------------------------
+# the jobs' params models: finite floats only (``--set params.lr=.inf`` used to exit 0)
+# --------------------------------------------------------------------------------------
+def _float_fields(model):
+    import types
+    import typing
+
+    for name, info in model.model_fields.items():
+        a = info.annotation
+        union = typing.get_origin(a) in (typing.Union, types.UnionType)
+        if a is float or (union and float in typing.get_args(a)):
+            yield name
+
+
+def _params_models():
+    from decoding.jobs.braincorl import BraInCoRLParams
+    from decoding.jobs.histn import HiSTNParams
+    from decoding.jobs.mindbridge import MindBridgeParams
+
+    return [BraInCoRLParams, HiSTNParams, MindBridgeParams]
+
+
+PARAM_CASES = [(m, f, v) for m in _params_models() for f in _float_fields(m)
+               for v in (NAN, INF, -INF)]
+
+
+@pytest.mark.parametrize(("model", "field", "value"), PARAM_CASES,
+                         ids=[f"{m.__name__}.{f}={v}" for m, f, v in PARAM_CASES])
+def test_job_params_refuse_non_finite_floats(model, field, value):
+    from pydantic import ValidationError
+
+    assert model.model_config.get("allow_inf_nan") is False
+    with pytest.raises(ValidationError) as info:
+        model(**{field: value})
+    assert field in str(info.value)

@@ -254,3 +254,45 @@ def test_huge_false_negative_and_optimal_threshold_agree_with_scipy():
 def test_log_number_of_sdrs_matches_exact_integer():
     assert sdr.log_number_of_sdrs(10**5, 2000) == pytest.approx(
         math.log(math.comb(10**5, 2000)), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# the jobs' params models: finite floats only (``--set params.x=.inf`` used to run)
+# --------------------------------------------------------------------------------------
+def _float_fields(model):
+    import types
+    import typing
+
+    for name, info in model.model_fields.items():
+        a = info.annotation
+        union = typing.get_origin(a) in (typing.Union, types.UnionType)
+        if a is float or (union and float in typing.get_args(a)):
+            yield name
+
+
+def _params_models():
+    from neurosim.jobs.dendrites import ContinualParams, SdrTheoryParams
+    from neurosim.jobs.izhikevich_patterns import PatternsParams
+    from neurosim.jobs.simulate_network import SimulateNetworkParams
+    from neurosim.jobs.what_when import WhatWhenParams
+
+    return [SdrTheoryParams, ContinualParams, PatternsParams, SimulateNetworkParams,
+            WhatWhenParams]
+
+
+PARAM_CASES = [(m, f, v) for m in _params_models() for f in _float_fields(m) for v in (NAN, INF)]
+
+
+def test_every_neurosim_params_model_is_finite_only():
+    for model in _params_models():
+        assert model.model_config.get("allow_inf_nan") is False, model.__name__
+
+
+@pytest.mark.parametrize(("model", "field", "value"), PARAM_CASES,
+                         ids=[f"{m.__name__}.{f}={v}" for m, f, v in PARAM_CASES])
+def test_job_params_refuse_non_finite_floats(model, field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        model(**{field: value})
+    assert field in str(info.value)
