@@ -206,6 +206,15 @@ def load_dreamer(
     out_sfreq = file_sfreq if sfreq is None else float(sfreq)
     data = np.asarray(_field(root, "Data", "DREAMER"), dtype=object).reshape(-1)
     n_subjects = data.size
+    n_clips = None
+    if "noOfSubjects" in names:  # the counts the header states must be what the file holds
+        stated = _header_number(root, "noOfSubjects", path)
+        if stated != n_subjects:
+            raise ValueError(f"{path}: field DREAMER.noOfSubjects = {stated:g}, but "
+                             f"DREAMER.Data holds {n_subjects} subjects; the file is truncated "
+                             "or was edited")
+    if "noOfVideoSequences" in names:
+        n_clips = _header_number(root, "noOfVideoSequences", path)
     subj_ids = range(n_subjects) if subjects is None else list(subjects)
     for s in subj_ids:
         if not (int(s) == s and 0 <= s < n_subjects):
@@ -220,6 +229,10 @@ def load_dreamer(
         eeg = _field(rec, "EEG", where)
         stim = _cells(_field(eeg, "stimuli", where + ".EEG"), where + ".EEG.stimuli")
         base = _cells(_field(eeg, "baseline", where + ".EEG"), where + ".EEG.baseline")
+        for cells, what in ((stim, "stimuli"), (base, "baseline")):
+            if n_clips is not None and len(cells) != n_clips:
+                raise ValueError(f"{path}: {where}.EEG.{what} holds {len(cells)} clips, but "
+                                 f"field DREAMER.noOfVideoSequences = {n_clips:g}")
         scores = {}
         for t in targets:
             sc = np.asarray(_field(rec, _SCORE_FIELDS[t], where), dtype=float).reshape(-1)

@@ -82,7 +82,14 @@ def _check_same_params(root: Path, sim_args: dict[str, Any]) -> None:
     """Refuse to reuse a folder that holds a simulation made with other parameters."""
     import json
 
-    made = json.loads((root / "SIMULATION.json").read_text()).get("params", {})
+    from data_loaders._io import CorruptFileError, reading
+
+    info_path = root / "SIMULATION.json"
+    with reading(info_path, "the JSON record of a simulated NSD root"):
+        made = json.loads(info_path.read_text())
+    if not isinstance(made, dict):
+        raise CorruptFileError(info_path, "a JSON object with 'params'", None)
+    made = made.get("params", {})
 
     def norm(p: dict[str, Any]) -> str:
         return json.dumps({k: p.get(k) for k in sorted(sim_args)}, sort_keys=True, default=str)

@@ -234,6 +234,20 @@ def test_dreamer_sampling_rate_field_is_checked(dreamer, tmp_path, case, rate):
     assert str(path) in msg and "DREAMER.EEG_SamplingRate" in msg, msg
 
 
+COUNT_CASES = [("subjects_stated_5", {"noOfSubjects": 5.0}, "DREAMER.noOfSubjects = 5"),
+               ("clips_stated_7", {"noOfVideoSequences": 7.0},
+                "DREAMER.noOfVideoSequences = 7"),
+               ("subjects_stated_text", {"noOfSubjects": "many"}, "DREAMER.noOfSubjects")]
+
+
+@pytest.mark.parametrize("case, change, needle", COUNT_CASES, ids=[c[0] for c in COUNT_CASES])
+def test_dreamer_stated_counts_are_checked(dreamer, tmp_path, case, change, needle):
+    path = _variant(tmp_path / "d.mat", dreamer[1], **change)
+    with pytest.raises(ValueError) as err:
+        load_dreamer(path, last_s=None)
+    assert str(path) in str(err.value) and needle in str(err.value), str(err.value)
+
+
 def test_dreamer_sampling_rate_field_not_a_number(dreamer, tmp_path):
     path = _variant(tmp_path / "d.mat", dreamer[1], EEG_SamplingRate=np.array([128.0, 128.0]))
     with pytest.raises(ValueError, match=r"field DREAMER.EEG_SamplingRate expected one number"):
@@ -498,6 +512,14 @@ def test_npz_missing_array_is_named(tmp_path):
     np.savez(tmp_path / "c.npz", a=np.arange(3))
     with pytest.raises(CorruptFileError, match=r"c.npz.*missing \['b'\]"):
         load_npz(tmp_path / "c.npz", ("a", "b"))
+
+
+def test_damaged_simulation_record_is_named(tmp_path):
+    from data_loaders.jobs.simulate_nsd import _check_same_params
+
+    garbage(tmp_path / "SIMULATION.json")
+    with pytest.raises(CorruptFileError, match="SIMULATION.json: cannot be read as the JSON"):
+        _check_same_params(tmp_path, {"n_sessions": 1, "n_subjects": 1, "voxels": [1]})
 
 
 def test_damaged_truth_npz_is_named(tmp_path):
