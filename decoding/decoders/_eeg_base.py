@@ -303,6 +303,27 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
                 out.append(self.module_(Z[i:i + 1024].to(dev)).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.n_classes), np.float32)
 
+    def _recalibrate_batchnorm(self, X: np.ndarray) -> None:
+        """Re-estimate every BatchNorm's running mean and variance as the plain average
+        over the training windows under the current weights ("precise BN"). Running
+        averages with Keras' momentum 0.99 need thousands of steps to forget their
+        initial values; at a budget of a few hundred steps this is what makes them right."""
+        bns = [m for m in self.module_.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None                      # cumulative average
+        dev = next(self.module_.parameters()).device
+        self.module_.train()
+        Z = self._standardise(X)
+        with torch.no_grad():
+            for i in range(0, len(Z), 512):
+                self.module_(Z[i:i + 512].to(dev))
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
     def _split_validation(self, y: np.ndarray, seg: np.ndarray) -> np.ndarray:
         """Boolean mask of validation windows: the last ``validation_fraction`` of every
         recording (recordings of a single window: a class-stratified random share)."""
@@ -408,6 +429,8 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
                 total += float(loss.detach())
             hist["train_loss"].append(total / n_steps)
             hist["lr"].append(opt.param_groups[0]["lr"])
+            if getattr(self, "bn_recalibrate", False):
+                self._recalibrate_batchnorm(Xtr)
             if has_val:
                 logits = torch.from_numpy(self._forward_eval(Zval))
                 vl = float((nn.functional.cross_entropy(

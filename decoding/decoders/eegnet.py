@@ -69,9 +69,11 @@ class EEGNet(TorchEEGClassifier):
     n_epochs, batch_size, lr, steps_per_epoch, random_crops, validation_fraction
         The HiSTN authors' training loop, which they also used for EEGNet (see
         :class:`~decoding.decoders.histn.HiSTN`).
-    weight_decay, balanced, scaling, batchnorm, target, random_state, device, verbose
+    weight_decay, balanced, scaling, batchnorm, bn_recalibrate
         As in :class:`~decoding.decoders.histn.HiSTN` (EEGNet is a Keras model too:
         ``batchnorm="keras"`` by default).
+    target, random_state, device, verbose
+        As in :class:`~decoding.decoders.histn.HiSTN`.
     """
 
     def __init__(self, n_classes: int = 5, F1: int = 8, D: int = 2, F2: int = 16,
@@ -80,7 +82,8 @@ class EEGNet(TorchEEGClassifier):
                  batch_size: int = 256, lr: float = 1e-3, steps_per_epoch: int | None = None,
                  random_crops: bool = True, validation_fraction: float = 0.1,
                  weight_decay: float = 0.0, balanced: bool = True, scaling: str = "channel",
-                 batchnorm: str = "keras", target: str = "valence",
+                 batchnorm: str = "keras",
+                 bn_recalibrate: bool = False, target: str = "valence",
                  random_state: int | None = 0, device: str = "auto", verbose: bool = False):
         self.n_classes = n_classes
         self.F1 = F1
@@ -99,6 +102,7 @@ class EEGNet(TorchEEGClassifier):
         self.balanced = balanced
         self.scaling = scaling
         self.batchnorm = batchnorm
+        self.bn_recalibrate = bn_recalibrate
         self.target = target
         self.random_state = random_state
         self.device = device

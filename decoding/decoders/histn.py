@@ -332,6 +332,11 @@ class HiSTN(TorchEEGClassifier):
         Architecture switches, authors' way by default (:class:`HiSTNModule`).
     batchnorm : {"keras", "torch"}
         BatchNorm momentum/eps: Keras 0.99/1e-3 (torch momentum 0.01) or torch 0.1/1e-5.
+    bn_recalibrate : bool
+        After every epoch, re-estimate the BatchNorm statistics as plain averages over the
+        training windows ("precise BN"; not in the authors' code). With momentum 0.99 the
+        running averages need thousands of steps; at a budget of a few hundred steps this
+        switch is what makes the evaluation-mode network match the trained one.
     target : str
         Label used when ``fit`` gets an ``EEGDataset`` without ``y``.
     random_state : int | None
@@ -368,6 +373,7 @@ class HiSTN(TorchEEGClassifier):
                  balanced: bool = True, scaling: str = "channel",
                  fusion_input: str = "pre_residual", collapse_input: str = "pre_mp",
                  max_norm: str = "keras", init: str = "keras", batchnorm: str = "keras",
+                 bn_recalibrate: bool = False,
                  target: str = "valence", random_state: int | None = 0,
                  device: str = "auto", verbose: bool = False):
         self.n_classes = n_classes
@@ -389,6 +395,7 @@ class HiSTN(TorchEEGClassifier):
         self.max_norm = max_norm
         self.init = init
         self.batchnorm = batchnorm
+        self.bn_recalibrate = bn_recalibrate
         self.target = target
         self.random_state = random_state
         self.device = device

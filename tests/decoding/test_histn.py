@@ -269,6 +269,13 @@ def test_default_smoothing_is_the_papers_sigma():
     np.testing.assert_allclose(q[0], [0.0003, 0.1065, 0.7866, 0.1065, 0.0003], atol=1e-4)
     assert HiSTN().smoothing_sigma == 0.5
     assert HiSTNParams().smoothing_sigma == 0.5
+    import pathlib
+
+    import yaml
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cfg = yaml.safe_load((root / "configs" / "decode" / "histn.yaml").read_text())
+    assert cfg["params"]["smoothing_sigma"] == 0.5
     assert EEGNet().smoothing_sigma is None                   # EEGNet's own one-hot loss
 
 
@@ -369,6 +376,27 @@ def test_keras_batchnorm_constants():
                 device="cpu").fit(X, y)
     assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in clf.module_.modules()
                if isinstance(m, torch.nn.BatchNorm1d))
+
+
+def test_bn_recalibration_is_the_plain_average_over_training_windows():
+    """bn_recalibrate: the first BatchNorm's running mean/variance equal the mean and
+    (unbiased) variance over all training windows of the temporal filter's output,
+    computed here with numpy from the final weights."""
+    X, y = _alpha_task(n=60)
+    clf = HiSTN(n_classes=3, n_epochs=2, steps_per_epoch=2, batch_size=32,
+                validation_fraction=0.0, bn_recalibrate=True, device="cpu").fit(X, y)
+    m = clf.module_
+    Z = (X - clf.channel_mean_[None, :, None]) / clf.channel_std_[None, :, None]
+    k = (m.mix @ m.temporal.weight[:, 0, 0, :]).detach().numpy()       # (14, 64)
+    Zp = np.pad(Z, ((0, 0), (0, 0), (31, 32)))
+    pre = np.array([[np.correlate(Zp[b, c], k[c], "valid") for c in range(14)]
+                    for b in range(len(Z))])                           # (60, 14, 128)
+    np.testing.assert_allclose(m.bn1.running_mean.numpy(), pre.mean(axis=(0, 2)),
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(m.bn1.running_var.numpy(),
+                               pre.transpose(1, 0, 2).reshape(14, -1).var(axis=1, ddof=1),
+                               rtol=1e-3)
+    assert m.bn1.momentum == 0.01                                      # restored
 
 
 def test_window_scaling_erases_band_power_differences():
