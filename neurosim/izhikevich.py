@@ -585,8 +585,17 @@ class NeuronTrace:
 # --------------------------------------------------------------------------------------
 
 
+#: The most time steps one simulation takes (its traces are kept in memory).
+MAX_STEPS = 100_000_000
+
+
 def _n_steps(duration_ms: float, dt_ms: float) -> int:
     ratio = duration_ms / dt_ms
+    if ratio > MAX_STEPS:
+        raise ValueError(
+            f"duration_ms: {duration_ms!r} ms in steps of dt_ms={dt_ms!r} is {ratio:.3g} steps; "
+            f"expected at most {MAX_STEPS:.0e} (the traces are kept in memory)"
+        )
     k = round(ratio)
     if abs(ratio - k) > 1e-9 * max(1.0, abs(ratio)):
         raise ValueError(
@@ -636,7 +645,13 @@ def _current_matrix(current: Any, t_ms: np.ndarray, n: int) -> np.ndarray:
     it; checks length and finiteness."""
     n_steps = t_ms.size
     if callable(current):
-        values = [np.asarray(current(float(t)), dtype=np.float64) for t in t_ms]
+        try:
+            values = [np.asarray(current(float(t)), dtype=np.float64) for t in t_ms]
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"current: the callable must return a number (or one per neuron) for each t "
+                f"(ms); got an error: {err}"
+            ) from err
         if all(v.ndim == 0 for v in values):
             out = np.array(values, dtype=np.float64)[:, None]
         else:

@@ -180,6 +180,13 @@ class DendriticNeuron:
         ):
             raise ValueError(f"n_record: expected an integer >= 0, got {n_record!r}")
         batch, n_steps = pat.shape[0], int(round(duration_ms / dt_ms))
+        cells = batch * self.synapses.shape[0] * n_steps
+        if cells > 500_000_000:
+            raise ValueError(
+                f"duration_ms: {n_steps} steps of dt_ms={dt_ms} for {batch} trials and "
+                f"{self.synapses.shape[0]} segments need {cells:.3g} input entries; expected "
+                "at most 5e8 (fewer trials per call, or a larger dt_ms)"
+            )
         K = self.synapses.shape[0]
         rng = np.random.default_rng(random_state)
         t_spike = onset_ms + jitter_ms * rng.standard_normal(pat.shape)
