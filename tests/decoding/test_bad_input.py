@@ -163,9 +163,29 @@ CASES = [
     ("confusion n_classes small", lambda: metrics.confusion([0, 3], [1, 2], n_classes=2),
      ValueError, "n_classes"),
     ("protocol unknown", lambda: list(make_folds("kfold", _dataset())), ValueError, "protocol"),
+    ("protocol n_calib nan", lambda: list(make_folds("si_finetune", _dataset(), n_calib=NAN)),
+     ValueError, "n_calib"),
+    ("protocol n_calib zero", lambda: list(make_folds("si_finetune", _dataset(), n_calib=0)),
+     ValueError, "n_calib"),
+    ("protocol gap negative", lambda: list(make_folds("sd_time", _dataset(), gap=-1)),
+     ValueError, "gap"),
+    ("protocol n_folds float", lambda: list(make_folds("sd_time", _dataset(), n_folds=2.5)),
+     ValueError, "n_folds"),
+    ("protocol n_folds above trials", lambda: list(make_folds("sd_trial", _dataset(),
+                                                              n_folds=99)), ValueError, "n_folds"),
+    ("protocol max_folds zero", lambda: evaluate_protocol(_clf, _dataset(), "loso", "y",
+                                                          max_folds=0), ValueError, "max_folds"),
+    ("protocol float labels", lambda: evaluate_protocol(
+        _clf, _float_label_dataset(), "loso", "y"), ValueError, "labels['y']"),
     ("protocol target missing", lambda: evaluate_protocol(_clf, _dataset(), "loso", "arousal"),
      ValueError, "target"),
 ]
+
+
+def _float_label_dataset():
+    ds = _dataset()
+    return EEGDataset(X=ds.X, sfreq=ds.sfreq, ch_names=ds.ch_names,
+                      labels={"y": ds.labels["y"] + 0.5}, subject=ds.subject, trial=ds.trial)
 
 
 def _id(case):

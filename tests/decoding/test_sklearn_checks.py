@@ -167,3 +167,49 @@ def test_braincorl_meta_fit_still_serves_fit():
     for a, b in zip(weights, m.module_.parameters(), strict=True):
         assert torch.equal(a, b)
     assert m.predict(X).shape == (60, 3)
+
+
+# -- DESVM: the 3-D variant of the relevant checks (EEG windows in, DE + SVM inside) ------------
+def _windows(n=36, seed=0):
+    """Three classes told apart by alpha (10 Hz) power on channel 0."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    t = np.arange(128) / 128.0
+    X = rng.standard_normal((n, 2, 128))
+    X[:, 0] += (1.0 + y)[:, None] * np.sin(2 * np.pi * 10 * t)[None]
+    return X.astype(np.float32), y
+
+
+def test_desvm_clone_pickle_refit_and_not_fitted():
+    import pickle
+
+    from sklearn.exceptions import NotFittedError
+
+    from decoding.decoders.de_svm import DESVM
+
+    X, y = _windows()
+    est = DESVM(n_classes=3)
+    with pytest.raises(NotFittedError):
+        est.predict_proba(X)
+    proba = est.fit(X, y).predict_proba(X)
+    assert est.score(X, y) > 0.9
+    np.testing.assert_array_equal(clone(est).fit(X, y).predict_proba(X), proba)  # refit
+    np.testing.assert_array_equal(est.fit(X, y).predict_proba(X), proba)  # idempotent
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict_proba(X), proba)
+    assert clone(est).get_params() == est.get_params()
+
+
+def test_desvm_refuses_single_class_and_nan():
+    from decoding.decoders.de_svm import DESVM
+
+    X, y = _windows()
+    with pytest.raises(ValueError, match="class"):
+        DESVM(n_classes=3).fit(X, np.zeros_like(y))
+    Xn = X.copy()
+    Xn[3, 1, 5] = np.nan
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        DESVM(n_classes=3).fit(Xn, y)
+    est = DESVM(n_classes=3).fit(X, y)
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        est.predict(Xn)
