@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 argv=sys.argv, restart_damaged=restart)
     except DamagedCheckpointError as err:
         # the offer: at a terminal, ask; elsewhere the message says which flag does it
-        if restart or not (args.resume and sys.stdin.isatty() and sys.stderr.isatty()):
+        if restart or not (args.resume and sys.stdin.isatty()):
             raise
         print(f"neurosuite: {err}", file=sys.stderr)
         answer = input(f"start that unit again (keeps {err.path.name}.damaged)? [y/N] ")

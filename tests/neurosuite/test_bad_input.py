@@ -5,6 +5,7 @@ an uninterrupted one, and saved models name their damaged files."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -258,6 +259,28 @@ def test_damaged_checkpoint_is_named_and_restarted(cfg, tmp_path, capsys, case, 
     m = metrics(out)
     assert m["computed"] == 1 and m["values"] == fresh
     assert (out / "checkpoints" / "unit2.npz.damaged").is_file()
+
+
+class _Terminal(io.StringIO):
+    """Standard input of a person at a terminal who types the given answer."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer, code", [("y\n", 0), ("n\n", 2)], ids=["yes", "no"])
+def test_damaged_checkpoint_offer_at_a_terminal(cfg, tmp_path, capsys, monkeypatch, answer,
+                                                code):
+    out = tmp_path / "run"
+    assert run_cli(cfg, "--out", out) == 0
+    _garbage(out / "checkpoints" / "unit1.npz")
+    monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+    assert run_cli(cfg, "--out", out, "--resume") == code
+    captured = capsys.readouterr()
+    assert "start that unit again" in captured.out and "unit1.npz" in captured.err
+    assert (out / "checkpoints" / "unit1.npz.damaged").is_file() == (code == 0)
+    if code == 0:
+        assert metrics(out)["computed"] == 1
 
 
 # --------------------------------------------------------------------------------------
