@@ -75,6 +75,9 @@ class MindBridgeParams(BaseModel):
     guidance_scale: float | None = Field(None, ge=0)
     grid_images: int = Field(8, ge=1)
     pipeline: str | None = Field(None, description="a local pipeline folder (default: shipped)")
+    ridge_reference: bool = Field(
+        True, description="Table 1 also shows a per-subject ridge from voxels to the embeddings"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -299,6 +302,12 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
         for s in sources:
             table1.append({"model": "MindBridge (1 model)", "subject": s, **scores(bridge, s)})
             table1.append({"model": "per-subject", "subject": s, **scores(singles[s], s)})
+        if params.ridge_reference:
+            t0 = time.perf_counter()
+            for s in sources:
+                table1.append({"model": "per-subject ridge (reference)", "subject": s,
+                               **_ridge_scores(train, test, targets, s, params, run)})
+            seconds["ridge_reference"] = time.perf_counter() - t0
     # -- reconstructions ----------------------------------------------------------------------
     pipe = None
     recon: dict[tuple[str, str], np.ndarray] = {}
@@ -560,6 +569,31 @@ def _claim(run, name, claim, value, verdict, figure=None) -> None:
     add = getattr(run, "add_claim", None)
     if add is not None:
         add(name, claim, value, verdict, figure)
+
+
+def _ridge_scores(train, test, targets, subject, params, run) -> dict[str, float]:
+    """A per-subject linear reference: ridge (LOO-chosen alpha) from all voxels to both
+    embeddings, on repeat-averaged training betas (as Takagi & Nishimoto or Brain-Diffuser
+    map fMRI to their latents)."""
+    from sklearn.linear_model import RidgeCV
+
+    from decoding.features import unit_norm
+
+    avg = train.select(subject).average_repeats().subjects[subject]
+    rows = targets.rows(avg.stim_ids)
+    y = targets.image[rows]
+    if targets.text is not None:
+        y = np.concatenate([y, targets.text[rows]], axis=1)
+    ridge = RidgeCV(alphas=np.logspace(1, 5, 5)).fit(avg.betas, y)
+    p = ridge.predict(test.subjects[subject].betas)
+    d = targets.image_dim
+    pred = {"image": unit_norm(p[:, :d])}
+    if targets.text is not None:
+        pred["text"] = unit_norm(p[:, d:])
+    rows = targets.rows(test.subjects[subject].stim_ids)
+    return embedding_scores(pred, targets.image[rows],
+                            targets.text[rows] if targets.text is not None else None,
+                            params.n_candidates, run.seed)  # fmt: skip
 
 
 def _closest(sizes: list[int], n: int) -> int:
