@@ -419,3 +419,21 @@ def test_save_pretrained_refuses_a_folder_with_other_files(saved):
     with pytest.raises(FileExistsError, match=r"holds other files \['thesis.tex'\]"):
         TinyLinear(3).fit().save_pretrained(saved)
     assert (saved / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_braincorl_resume_reuses_its_meta_trained_model(tmp_path, monkeypatch):
+    """``braincorl --resume`` reloads checkpoints/braincorl instead of meta-training again,
+    and reports the numbers of the first run."""
+    monkeypatch.setenv("NEUROSUITE_DATA", str(tmp_path / "data"))
+    cfg_path = REPO / "configs" / "encode" / "braincorl.yaml"
+    out = tmp_path / "bc"
+    assert run_cli(cfg_path, "--smoke", "--out", out) == 0
+    first = metrics(out)
+    assert first["meta_training_resumed"] is False
+    assert run_cli(cfg_path, "--smoke", "--out", out, "--resume") == 0
+    again = metrics(out)
+    assert again["meta_training_resumed"] is True
+    for key, value in first.items():
+        if key not in ("seconds", "wall_time_s", "meta_training_resumed"):
+            assert again[key] == value, key
