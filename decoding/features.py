@@ -373,10 +373,15 @@ class StimNetExtractor(FeatureExtractor):
         self.net = StimNet(self.width)
         if not (w_path.is_file() and p_path.is_file()):
             self._train()
-        self.net.load_state_dict(load_file(str(w_path)))
+        from data_loaders._io import load_npz, reading
+
+        # a damaged cached file names itself (delete that folder to train it again)
+        with reading(w_path, f"the {self.identifier} weights (safetensors)"):
+            state = load_file(str(w_path))
+        self.net.load_state_dict(state)
         self.net.eval().to(self.device)
-        with np.load(p_path) as f:
-            self._mean, self._proj = f["mean"], f["proj"]
+        pca = load_npz(p_path, ("mean", "proj"))
+        self._mean, self._proj = pca["mean"], pca["proj"]
 
     def _train(self) -> None:
         from data_loaders.simulate.stimuli import render_stimuli

@@ -421,6 +421,33 @@ def test_save_pretrained_refuses_a_folder_with_other_files(saved):
     assert (saved / "thesis.tex").read_text() == "mine"
 
 
+@pytest.fixture(scope="module")
+def stimnet_cache(tmp_path_factory):
+    from decoding.features import get_extractor
+
+    home = tmp_path_factory.mktemp("home")
+    fx = get_extractor("stimnet", n_train_images=32, n_epochs=1, dim=8, data_home=home,
+                       verbose=False)
+    return home, fx.folder.relative_to(home)
+
+
+@pytest.mark.parametrize("name, needle", [("model.safetensors", "weights"),
+                                          ("pca.npz", "NumPy .npz")],
+                         ids=["stimnet_weights", "stimnet_pca"])
+def test_damaged_feature_cache_is_named(stimnet_cache, tmp_path, name, needle):
+    import shutil
+
+    from decoding.features import get_extractor
+
+    home = Path(shutil.copytree(stimnet_cache[0], tmp_path / "home"))
+    path = home / stimnet_cache[1] / name
+    _truncate(path)
+    with pytest.raises(CorruptFileError) as err:
+        get_extractor("stimnet", n_train_images=32, n_epochs=1, dim=8, data_home=home,
+                      verbose=False)
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
 @pytest.mark.slow
 def test_braincorl_resume_reuses_its_meta_trained_model(tmp_path, monkeypatch):
     """``braincorl --resume`` reloads checkpoints/braincorl instead of meta-training again,
