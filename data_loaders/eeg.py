@@ -77,7 +77,8 @@ def _read_raw(path_or_bids, subject, session, task, run, verbose):
         matches = [m for m in bp.match() if m.extension in _BIDS_EEG_EXT]
         if not matches:
             raise FileNotFoundError(f"path_or_bids: no EEG recording matches {bp} in {path}")
-        raw = mne_bids.read_raw_bids(matches[0], verbose=verbose)
+        with reading(matches[0].fpath, "an EEG recording of a BIDS dataset (mne-bids)"):
+            raw = mne_bids.read_raw_bids(matches[0], verbose=verbose)
         sid = ents["subject"]
         return raw, int(sid) if str(sid).isdigit() else 0
     if not path.exists():
@@ -160,7 +161,9 @@ def load_eeg(
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
     raw, subj = _read_raw(path_or_bids, subject, session, task, run, verbose)
-    raw.load_data(verbose=verbose)
+    source = raw.filenames[0] if raw.filenames and raw.filenames[0] else path_or_bids
+    with reading(source, "an EEG recording MNE reads (its samples)"):
+        raw.load_data(verbose=verbose)  # a BIDS recording is read lazily: a cut file fails here
     if not any(t == "eeg" for t in raw.get_channel_types()):
         raise ValueError(f"path_or_bids: no EEG channel in {path_or_bids} "
                          f"(types: {sorted(set(raw.get_channel_types()))})")

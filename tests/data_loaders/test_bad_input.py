@@ -467,6 +467,23 @@ def test_eeg_bad_input_is_named(tmp_path, case, which, kwargs, exc, needle):
         assert str(files[which]) in str(err.value)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_damaged_recording_in_a_bids_folder_is_named(tmp_path):
+    mne_bids = pytest.importorskip("mne_bids")
+    from tests.data_loaders.test_eeg import write_edf
+
+    write_edf(tmp_path / "rec.edf", _signal(n=1000) * 1e6, SFREQ, CH)
+    raw = mne.io.read_raw_edf(tmp_path / "rec.edf", verbose=False)
+    raw.set_annotations(mne.Annotations([1.0], [2.0], ["rest"]))
+    bp = mne_bids.BIDSPath(subject="01", task="x", root=tmp_path / "bids", datatype="eeg")
+    mne_bids.write_raw_bids(raw, bp, verbose=False)
+    edf = next((tmp_path / "bids").rglob("*_eeg.edf"))
+    truncate(edf, 0.2)
+    with pytest.raises(CorruptFileError) as err:
+        load_eeg(tmp_path / "bids")
+    assert str(edf) in str(err.value), str(err.value)
+
+
 # --------------------------------------------------------------------------------------
 # containers
 # --------------------------------------------------------------------------------------
