@@ -190,6 +190,9 @@ CLI_CASES = [
     ("unknown_param", ["--set", "n_unit=3"], "unknown key 'n_unit'", False),
     ("bad_param_value", ["--set", "n_units=0"], "params.n_units", False),
     ("infinite_param", ["--set", "scale=.inf"], "params.scale", False),
+    ("set_value_bad_yaml", ["--set", "n_units=[1,"], "is not valid YAML", False),
+    ("set_empty_key", ["--set", "=3"], "empty key", False),
+    ("set_unknown_top_key_path", ["--set", "params.n_units.x=3"], "params.n_units", False),
 ]
 
 
@@ -207,6 +210,20 @@ def test_cli_traceback_before_the_subcommand(cfg, tmp_path, capsys):
                      "--set", "data_path=/no/such/data"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" in err and "FileNotFoundError" in err
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"\xff\xfe\x00binary", "not a UTF-8 text file"),
+    (b"job: [unclosed\n", "not valid YAML"),
+    (b"- a list\n", "expected a mapping"),
+], ids=["binary", "bad_yaml", "a_list"])
+def test_cli_unreadable_config_file(tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    assert run_cli(bad, "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert f"neurosuite: error: {bad}: {needle}" in err, err
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_missing_config_file(tmp_path, capsys):
