@@ -438,6 +438,36 @@ def test_save_pretrained_refuses_a_folder_with_other_files(saved):
     assert (saved / "thesis.tex").read_text() == "mine"
 
 
+@pytest.mark.slow
+def test_save_pretrained_killed_mid_save_leaves_a_matching_pair(tmp_path):
+    """A process saving models of alternating sizes into one folder is killed with SIGKILL:
+    the folder always loads, and its config matches its weights."""
+    target = tmp_path / "model"
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.neurosuite.test_bad_input import TinyLinear
+        i = 0
+        while True:
+            TinyLinear(3 + 2 * (i % 2)).fit().save_pretrained({str(target)!r})
+            i += 1
+            if i == 4:
+                print("ready", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        import time
+
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    model = TinyLinear.from_pretrained(target)
+    assert model.module_.weight.shape == (1, model.d) and model.d in (3, 5)
+
+
 @pytest.fixture(scope="module")
 def stimnet_cache(tmp_path_factory):
     from decoding.features import get_extractor
