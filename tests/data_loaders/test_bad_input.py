@@ -18,6 +18,7 @@ from pathlib import Path
 import mne
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 
@@ -164,6 +165,35 @@ def test_nsd_bad_files_are_named(nsd_roots, tmp_path, case, fmt, which, damage, 
     assert str(path) in msg, msg
     for w in words:
         assert w in msg, (w, msg)
+
+
+NSD_ARG_CASES = [
+    ("subject_9", {"subjects": 9}, ValueError, "subjects"),
+    ("subject_twice", {"subjects": [1, 1]}, ValueError, "subjects"),
+    ("subject_text", {"subjects": "one"}, ValueError, "subjects"),
+    ("subject_absent", {"subjects": 2}, FileNotFoundError, "subjects"),
+    ("session_0", {"sessions": 0}, ValueError, "sessions"),
+    ("session_absent", {"sessions": [3]}, FileNotFoundError, "session 3"),
+    ("roi_absent", {"roi": "FFA-1"}, FileNotFoundError, "roi"),
+    ("roi_empty", {"roi": []}, ValueError, "roi"),
+    ("surface_space", {"space": "fsaverage"}, ValueError, "space"),
+    ("image_size_0", {"image_size": 0}, ValueError, "image_size"),
+    ("image_size_triple", {"image_size": (8, 8, 3)}, ValueError, "image_size"),
+    ("verbose_word", {"verbose": "LOUD"}, ValueError, "verbose"),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, exc, needle", NSD_ARG_CASES,
+                         ids=[c[0] for c in NSD_ARG_CASES])
+def test_nsd_bad_arguments_are_named(nsd_roots, case, kwargs, exc, needle):
+    with pytest.raises(exc) as err:
+        load_nsd(nsd_roots["hdf5"], **kwargs)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_nsd_missing_root_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="root: NSD root folder not found"):
+        load_nsd(tmp_path / "nowhere")
 
 
 def test_nsd_undamaged_copy_loads(nsd_roots, tmp_path):
@@ -338,6 +368,39 @@ def test_nifti_damaged_file_is_named(nifti_files, tmp_path, case, which, damage)
     with pytest.raises(CorruptFileError) as err:
         load_nifti_betas(beta, files["mask"], roi_img=files["roi"], ncsnr_img=files["ncsnr"])
     assert str(files[which]) in str(err.value) and "NIfTI" in str(err.value)
+
+
+def _other_grid(files, tmp_path):
+    img = nib.load(files["betas"])
+    path = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), shift(img.affine.copy())), path)
+    return {"beta_imgs": path}
+
+
+NIFTI_ARG_CASES = [
+    ("no_images", lambda f, t: {"beta_imgs": []}, "beta_imgs"),
+    ("beta_other_grid", _other_grid, "shifted.nii.gz"),
+    ("beta_not_an_image", lambda f, t: {"beta_imgs": [3]}, "beta_imgs[0]"),
+    ("mask_4d", lambda f, t: {"mask_img": f["betas"]}, "mask_img"),
+    ("events_wrong_rows", lambda f, t: {"events": pd.DataFrame(
+        {"stim_id": [1, 2]})}, "events"),
+    ("events_no_column", lambda f, t: {"events": pd.DataFrame(
+        {"x": range(8)})}, "stim_id"),
+    ("events_not_ints", lambda f, t: {"events": pd.DataFrame(
+        {"stim_id": [0.5] * 8})}, "stim_id"),
+    ("roi_labels_alone", lambda f, t: {"roi_labels": {1: "V1"}}, "roi_labels"),
+    ("missing_path", lambda f, t: {"ncsnr_img": t / "nope.nii.gz"}, "ncsnr_img"),
+]
+
+
+@pytest.mark.parametrize("case, change, needle", NIFTI_ARG_CASES,
+                         ids=[c[0] for c in NIFTI_ARG_CASES])
+def test_nifti_bad_arguments_are_named(nifti_files, tmp_path, case, change, needle):
+    kwargs = {"beta_imgs": nifti_files["betas"], "mask_img": nifti_files["mask"],
+              **change(nifti_files, tmp_path)}
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        load_nifti_betas(**kwargs)
+    assert needle in str(err.value), str(err.value)
 
 
 # --------------------------------------------------------------------------------------
