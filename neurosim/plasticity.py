@@ -134,6 +134,14 @@ class ThreeFactorReadout:
 
     Learning (design after Yamada & Chao 2025, whose methods are not public; equations ours):
 
+    0. Input conditioning (``standardize``, default): each synapse reads its presynaptic
+       cell's rate standardised by that cell's own running mean and standard deviation,
+       ``x_j = (r_j - mu_j) / sd_j``, and each unit has a bias synapse from a constant unit
+       (``x_0 = 1``). Positive rates share a large common mode that dominates ``|e|^2`` and
+       makes the normalised rule learn the informative directions slowly (on the job's
+       reservoir the top eigenvalue of the rate correlation holds 2/3 of its trace);
+       standardised inputs learn them about 3x faster. The statistics are per synapse, so the
+       rule stays local. Below, ``r`` means ``x`` when standardised.
     1. Eligibility trace (filtered presynaptic activity times the postsynaptic factor
        ``phi'(u) = 1`` of the linear unit), time constant ``tau_e``:
        ``tau_e de_j/dt = -e_j + r_j(t) phi'``.
@@ -145,7 +153,9 @@ class ThreeFactorReadout:
     4. Online update, every time step, averaged over the batch of trials:
        ``dW^{when}_{kj} = eta_t G(t) M_k(t) e_j(t)``, with ``eta_t = eta`` or, if
        ``normalize``, ``eta / <|e|^2>`` (normalised LMS; Widrow & Hoff): a scalar that makes
-       ``eta`` independent of the reservoir's size and rate.
+       ``eta`` independent of the reservoir's size and rate (with ``standardize`` the bias
+       synapse counts in the norm: ``<|e|^2> + 1``; the bias learns by the same rule with
+       the constant trace 1).
     5. Offline consolidation between blocks (`consolidate`): the traces ``e(t)`` of the last
        ``buffer_trials`` trials are stored (every ``store_every_ms``, until the stimulus
        onset plus ``store_margin_ms``: the anticipatory phase) with the trial outcomes
@@ -183,6 +193,9 @@ class ThreeFactorReadout:
         Traces are stored until this long after the stimulus onset (ms).
     normalize : bool
         Divide the learning rates by the batch-mean squared trace norm.
+    standardize : bool
+        Standardise each presynaptic rate by its running mean and sd and add a bias synapse
+        (step 0 above).
     device : str
         "auto", "cpu" or "cuda".
     verbose : bool or None
@@ -191,6 +204,11 @@ class ThreeFactorReadout:
     Attributes
     ----------
     W_when_, W_what_ : torch.Tensor, shape (n_outputs, n_neurons)
+    bias_when_, bias_what_ : torch.Tensor, shape (n_outputs,)
+        Bias synapses (zero unless ``standardize``).
+    mean_, scale_ : torch.Tensor, shape (n_neurons,)
+        Running per-neuron mean and standard deviation of the rates (0 and 1 unless
+        ``standardize``).
     n_features_in_ : int
     n_trials_seen_ : int
     n_consolidations_ : int
@@ -206,15 +224,16 @@ class ThreeFactorReadout:
     def __init__(
         self,
         n_outputs: int | None = None,
-        eta: float = 0.1,
-        tau_e_ms: float = 5.0,
+        eta: float = 0.2,
+        tau_e_ms: float = 2.0,
         dt_ms: float = 1.0,
-        kappa: float = 0.5,
+        kappa: float = 1.0,
         n_replay: int = 50,
-        buffer_trials: int = 60,
+        buffer_trials: int = 200,
         store_every_ms: float = 5.0,
         store_margin_ms: float = 30.0,
         normalize: bool = True,
+        standardize: bool = True,
         device: str = "cpu",
         verbose: bool | None = None,
     ) -> None:
@@ -228,6 +247,7 @@ class ThreeFactorReadout:
         self.store_every_ms = store_every_ms
         self.store_margin_ms = store_margin_ms
         self.normalize = normalize
+        self.standardize = standardize
         self.device = device
         self.verbose = verbose
 
@@ -257,10 +277,37 @@ class ThreeFactorReadout:
         dev = resolve_device(self.device)
         self.W_when_ = torch.zeros(n_outputs, n_neurons, device=dev)
         self.W_what_ = torch.zeros(n_outputs, n_neurons, device=dev)
+        self.bias_when_ = torch.zeros(n_outputs, device=dev)
+        self.bias_what_ = torch.zeros(n_outputs, device=dev)
+        self.mean_ = torch.zeros(n_neurons, device=dev)
+        self.scale_ = torch.ones(n_neurons, device=dev)
+        self._moments = [0, torch.zeros(n_neurons, dtype=torch.float64, device=dev),
+                         torch.zeros(n_neurons, dtype=torch.float64, device=dev)]
         self.n_features_in_ = n_neurons
         self.n_trials_seen_ = 0
         self.n_consolidations_ = 0
         self._buffer: deque = deque(maxlen=int(self.buffer_trials))
+
+    def _update_statistics(self, r: torch.Tensor) -> None:
+        """Fold a batch into the running per-neuron mean and sd (all steps seen so far)."""
+        if not self.standardize:
+            return
+        m = self._moments
+        r64 = r.double()
+        m[0] += r.shape[0] * r.shape[1]
+        m[1] += r64.sum(dim=(0, 1))
+        m[2] += (r64 * r64).sum(dim=(0, 1))
+        mean = m[1] / m[0]
+        var = (m[2] / m[0] - mean * mean).clamp_min(0.0)
+        self.mean_ = mean.float()
+        # a silent cell (sd 0) keeps scale 1: its standardised input is 0, it learns nothing
+        self.scale_ = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var)).float()
+
+    def _inputs(self, r: torch.Tensor) -> torch.Tensor:
+        """What the synapses read: the rates, standardised when ``standardize``."""
+        if not self.standardize:
+            return r
+        return (r - self.mean_) / self.scale_
 
     def _check_fitted_shape(self, r: torch.Tensor) -> None:
         if r.shape[2] != self.n_features_in_:
@@ -312,20 +359,26 @@ class ThreeFactorReadout:
         if onset.shape != (B,):
             raise ValueError(f"onset_ms: expected shape ({B},), got {onset.shape}")
 
+        self._update_statistics(r)
+        x = self._inputs(r)
+        bias_norm = 1.0 if self.standardize else 0.0  # the bias synapse's trace is 1
         decay = math.exp(-self.dt_ms / self.tau_e_ms)
         e = torch.zeros(B, N, device=dev)
         every = max(1, int(round(self.store_every_ms / self.dt_ms)))
         stored = []
         with _few_threads(B * N):
             for t in range(T):
-                e = decay * e + (1.0 - decay) * r[:, t]  # exact exponential filter of r * phi'
-                s = r[:, t] @ self.W_when_.T  # (B, K)
+                e = decay * e + (1.0 - decay) * x[:, t]  # exact exponential filter of x * phi'
+                s = x[:, t] @ self.W_when_.T + self.bias_when_  # (B, K)
                 gm = g[:, t, None] * occurred * (y[:, t] - s)  # G(t) * M_k(t)
                 if self.eta > 0:
                     lr = self.eta / B
                     if self.normalize:
-                        lr = lr / float((e * e).sum(dim=1).mean().clamp_min(1e-12))
+                        norm = float((e * e).sum(dim=1).mean()) + bias_norm
+                        lr = lr / max(norm, 1e-12)
                     self.W_when_.add_(gm.T @ e, alpha=lr)
+                    if self.standardize:
+                        self.bias_when_.add_(gm.sum(dim=0), alpha=lr)
                 if t % every == 0:
                     stored.append(e)
         E = torch.stack(stored, dim=1)  # (B, S, N)
@@ -352,11 +405,14 @@ class ThreeFactorReadout:
             return self
         lr = self.kappa / E.shape[0]
         if self.normalize:
-            lr = lr / float((E * E).sum(dim=1).mean().clamp_min(1e-12))
+            norm = float((E * E).sum(dim=1).mean()) + (1.0 if self.standardize else 0.0)
+            lr = lr / max(norm, 1e-12)
         with _few_threads(E.shape[0] * E.shape[1] // 8):  # thin (S x N) @ (N x K) products
             for _ in range(int(self.n_replay)):
-                err = O - E @ self.W_what_.T
+                err = O - E @ self.W_what_.T - self.bias_what_
                 self.W_what_.add_(err.T @ E, alpha=lr)
+                if self.standardize:
+                    self.bias_what_.add_(err.sum(dim=0), alpha=lr)
         self.n_consolidations_ += 1
         return self
 
@@ -371,13 +427,13 @@ class ThreeFactorReadout:
             raise ValueError("predict: the readout is not fitted; call partial_fit first")
         r = _check_rates(rates)
         self._check_fitted_shape(r)
-        r = r.to(self.W_when_.device, torch.float32)
+        x = self._inputs(r.to(self.W_when_.device, torch.float32))
         if component == "when":
-            return r @ self.W_when_.T
+            return x @ self.W_when_.T + self.bias_when_
         if component == "what":
-            return r @ self.W_what_.T
+            return x @ self.W_what_.T + self.bias_what_
         if component == "object":
-            return (r @ self.W_what_.T) * (r @ self.W_when_.T)
+            return (x @ self.W_what_.T + self.bias_what_) * (x @ self.W_when_.T + self.bias_when_)
         raise ValueError(
             f"component: expected 'object', 'when' or 'what', got {component!r}"
         )
