@@ -213,3 +213,42 @@ def test_desvm_refuses_single_class_and_nan():
     est = DESVM(n_classes=3).fit(X, y)
     with pytest.raises(ValueError, match=r"X\b.*NaN"):
         est.predict(Xn)
+
+
+# -- the shipped default model (pretrained="default") ------------------------------------------
+def test_default_pretrained_ships_and_clones():
+    from decoding.encoders.braincorl import DEFAULT_PRETRAINED
+
+    loaded = BraInCoRL.from_pretrained("default")
+    assert loaded.feature_extractor in DEFAULT_PRETRAINED  # the stimnet identifier
+    assert loaded.feature_dim_ == 128 and loaded.get_params()["pretrained"] == "default"
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((60, 128)), rng.standard_normal((60, 4))
+    ref = BraInCoRL(pretrained="default").fit(X[:40], Y[:40]).predict(X[40:])
+    np.testing.assert_array_equal(clone(loaded).fit(X[:40], Y[:40]).predict(X[40:]), ref)
+    with pytest.raises(ValueError, match="X has 16 features, but BraInCoRL is expecting 128"):
+        BraInCoRL(pretrained="default").fit(X[:, :16], Y)
+
+
+@pytest.mark.slow
+def test_default_pretrained_beats_ridge_on_the_held_out_subject():
+    """subj04 of the embedded simulated NSD, never seen by the shipped model: at 100 context
+    images it explains more test variance than ridge on the same images."""
+    from data_loaders.nsd import load_nsd
+    from data_loaders.simulate.fmri import default_nsd
+    from decoding.evaluation import explained_variance
+    from decoding.features import get_extractor
+
+    ds = load_nsd(default_nsd(verbose=False), subjects=[1, 2, 3, 4], image_size=64,
+                  verbose=False).average_repeats()
+    fx = get_extractor("stimnet", random_state=0, verbose=False)
+    F = fx.transform(ds.stimuli.images)
+    train, test = ds.split("shared")
+    sub_tr, sub_te = train.subjects["subj04"], test.subjects["subj04"]
+    Xc, Yc = F[ds.stimuli.index_of(sub_tr.stim_ids)], sub_tr.betas
+    Xq, Yq = F[ds.stimuli.index_of(sub_te.stim_ids)], sub_te.betas
+    idx = np.random.default_rng(0).permutation(len(Xc))[:100]
+    model = BraInCoRL(pretrained="default", feature_extractor=fx.identifier)
+    ev_bc = explained_variance(Yq, model.fit(Xc[idx], Yc[idx]).predict(Xq)).mean()
+    ev_rr = explained_variance(Yq, RidgeEncoder().fit(Xc[idx], Yc[idx]).predict(Xq)).mean()
+    assert ev_bc > ev_rr + 0.05
