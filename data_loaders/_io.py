@@ -39,6 +39,11 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def default_dir_mode() -> int:
+    """Permission bits of a new folder made by ``os.mkdir``: ``0o777 & ~umask``."""
+    return 0o777 & ~_umask()
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """Flush a written file (or a folder's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -223,7 +228,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it 0o700
+        os.chmod(tmp, default_dir_mode())  # mkdtemp made it 0o700
         for f in tmp.rglob("*"):
             if f.is_file():
                 os.chmod(f, default_file_mode())

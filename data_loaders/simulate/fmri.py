@@ -1003,6 +1003,9 @@ def write_simulation(
     root.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    from data_loaders._io import default_dir_mode
+
+    os.chmod(tmp, default_dir_mode())  # mkdtemp makes it 0o700: keep the user's umask
     try:
         if sim is None:
             sim = simulate_nsd(**params, verbose=verbose)

@@ -627,6 +627,21 @@ def test_atomic_writes_keep_the_umask(tmp_path, umask):
     assert mode(tmp_path / "folder") == 0o777 & ~umask
 
 
+def test_simulated_root_keeps_the_umask(tmp_path):
+    from data_loaders.simulate import fmri
+
+    sim = fmri.simulate_nsd(n_subjects=1, n_sessions=1, trials_per_session=30, n_shared=5,
+                            n_subject_images=20, image_size=16, voxels=(50, 60),
+                            random_state=0, verbose=False)
+    old = os.umask(0o027)
+    try:
+        root, _ = fmri.write_simulation(tmp_path / "root", sim=sim)
+    finally:
+        os.umask(old)
+    assert root.stat().st_mode & 0o777 == 0o750  # not mkdtemp's 0o700
+    assert nsd_paths(root)["expdesign"].stat().st_mode & 0o777 == 0o640
+
+
 def test_atomic_path_failure_leaves_the_old_file(tmp_path):
     target = tmp_path / "m.json"
     target.write_text("old")
