@@ -217,8 +217,11 @@ def load_dreamer(
         n_clips = _header_number(root, "noOfVideoSequences", path)
     subj_ids = range(n_subjects) if subjects is None else list(subjects)
     for s in subj_ids:
-        if not (int(s) == s and 0 <= s < n_subjects):
+        whole = (isinstance(s, int | np.integer) and not isinstance(s, bool)) or (
+            isinstance(s, float | np.floating) and float(s).is_integer())
+        if not (whole and 0 <= s < n_subjects):
             raise ValueError(f"subjects: expected indices in 0..{n_subjects - 1}, got {s!r}")
+    subj_ids = [int(s) for s in subj_ids]
 
     n_win = int(round(window_s * out_sfreq))
     step = max(1, int(round(n_win * (1 - overlap))))

@@ -314,6 +314,9 @@ DREAMER_ARG_CASES = [
     ("sfreq_zero", {"sfreq": 0}, "sfreq"),
     ("overlap_one", {"overlap": 1.0}, "overlap"),
     ("subject_out_of_range", {"subjects": [5]}, "subjects"),
+    ("subject_text", {"subjects": ["a"]}, "subjects"),
+    ("subject_nan", {"subjects": [float("nan")]}, "subjects"),
+    ("subject_half", {"subjects": [0.5]}, "subjects"),
 ]
 
 
