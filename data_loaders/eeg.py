@@ -156,8 +156,14 @@ def load_eeg(
         raise ValueError(f"tmax: expected > tmin={tmin}, got {tmax!r}")
     if not (np.isfinite(window_s) and window_s > 0):
         raise ValueError(f"window_s: expected finite seconds > 0, got {window_s!r}")
-    if sfreq is not None and not (np.isfinite(sfreq) and sfreq > 0):
-        raise ValueError(f"sfreq: expected a finite rate > 0 Hz or None, got {sfreq!r}")
+    for name, value in (("sfreq", sfreq), ("l_freq", l_freq), ("h_freq", h_freq)):
+        ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool)
+        if value is not None and not (ok and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name}: expected a finite frequency > 0 Hz or None, got "
+                             f"{value!r}")
+    if l_freq is not None and h_freq is not None and not l_freq < h_freq:
+        raise ValueError(f"h_freq: expected > l_freq={l_freq} Hz, got {h_freq!r}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap: expected a fraction in [0, 1), got {overlap!r}")
     raw, subj = _read_raw(path_or_bids, subject, session, task, run, verbose)
