@@ -182,7 +182,7 @@ def test_every_step_draws_an_equal_batch_per_subject_and_cycles_a_to_other_b(toy
     assert len(one) == 1 and one[0][0] != one[0][1]
 
 
-def test_reset_tune_freezes_the_translator_and_beats_scratch(bridge, toy):
+def test_reset_tune_freezes_the_translator_and_learns_the_new_subject(bridge, toy):
     train, test, tg = toy
     new = train.select("subj04")
     ids = np.unique(new.subjects["subj04"].stim_ids)[:40]
