@@ -745,6 +745,11 @@ class EEGDataset:
             str(k): _int_vector(f"labels[{k!r}]", v, n_epochs, "n_epochs")
             for k, v in self.labels.items()
         }
+        for k, v in self.labels.items():
+            if v.size and v.min() < 0:  # class indices: a -1 would index the last class
+                raise ValueError(
+                    f"labels[{k!r}]: expected class indices >= 0, got minimum {int(v.min())}"
+                )
         self.subject = _int_vector("subject", self.subject, n_epochs, "n_epochs")
         self.trial = _int_vector("trial", self.trial, n_epochs, "n_epochs")
 

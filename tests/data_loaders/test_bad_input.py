@@ -573,6 +573,14 @@ SELECT_CASES = [
 ]
 
 
+def test_eeg_negative_labels_are_refused():
+    ds = _eeg_ds()
+    with pytest.raises(ValueError, match=r"^labels\['y'\]: expected class indices >= 0"):
+        EEGDataset(X=ds.X, sfreq=ds.sfreq, ch_names=ds.ch_names,
+                   labels={"y": np.array([0, 1, -1, 1, 0, 1])}, subject=ds.subject,
+                   trial=ds.trial)
+
+
 @pytest.mark.parametrize("case, kwargs, field", SELECT_CASES, ids=[c[0] for c in SELECT_CASES])
 def test_eeg_select_refuses_unknown_indices(case, kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}: "):
