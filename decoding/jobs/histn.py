@@ -32,7 +32,8 @@ STRICT = ("sd_trial", "loso")
 SI = ("si_finetune", "loso")
 # the earlier torch re-implementation (issue 15's six differences), for the side-by-side
 PREVIOUS = dict(fusion_input="post_residual", collapse_input="post_mp", max_norm="l2",
-                init="torch", batchnorm="torch", random_crops=False, validation_fraction=0.0)
+                init="torch", batchnorm="torch", bn_recalibrate=False, random_crops=False,
+                validation_fraction=0.0)
 
 
 class HiSTNParams(BaseModel):
@@ -60,12 +61,18 @@ class HiSTNParams(BaseModel):
     n_calib: int = Field(10, ge=1, description="fine-tuning windows per trial (si_finetune)")
     # subject-dependent training (Dreamer_10cv.py)
     sd_epochs: int = Field(50, ge=1, description="epochs of subject-dependent training")
+    sd_trial_epochs: int | None = Field(
+        None, ge=1, description="epochs for sd_trial (None: sd_epochs); a strict protocol "
+                                "whose validation (same clips) stops improving early")
     batch_size: int = Field(256, ge=1, description="crops per step (paper: 256)")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate, halved from 60 % of epochs")
     steps_per_epoch: int | None = Field(
         None, ge=1, description="None: the authors' (span - 1 s) * trials // batch")
     batchnorm: Literal["keras", "torch"] = Field(
         "keras", description="BatchNorm momentum/eps: Keras 0.99/1e-3 or torch 0.1/1e-5")
+    bn_recalibrate: bool = Field(
+        False, description="re-estimate BatchNorm statistics after each epoch (not the "
+                           "authors'; for budgets of a few hundred steps)")
     # cross-subject pre-training and fine-tuning (reston1 script)
     si_epochs: int = Field(100, ge=1, description="epochs of cross-subject pre-training")
     si_batch_size: int = Field(120, ge=1)
@@ -88,12 +95,15 @@ def _make(model: str, protocol: str, p: HiSTNParams, seed: int, device: str, kee
     if model == "desvm":
         return lambda: DESVM(random_state=seed)
     si = protocol in SI
-    common = dict(random_state=seed, device=device, batchnorm=p.batchnorm)
+    common = dict(random_state=seed, device=device, batchnorm=p.batchnorm,
+                  bn_recalibrate=p.bn_recalibrate)
     if si:   # reston1: fixed windows, batch 120, lr 1e-2, HiSTN dropout 0.2
         common.update(n_epochs=p.si_epochs, batch_size=p.si_batch_size, lr=p.si_lr,
                       steps_per_epoch=p.si_steps_per_epoch, random_crops=False)
     else:    # Dreamer_10cv: random crops, batch 256, lr 1e-3
-        common.update(n_epochs=p.sd_epochs, batch_size=p.batch_size, lr=p.lr,
+        epochs = p.sd_trial_epochs if (protocol == "sd_trial" and p.sd_trial_epochs) \
+            else p.sd_epochs
+        common.update(n_epochs=epochs, batch_size=p.batch_size, lr=p.lr,
                       steps_per_epoch=p.steps_per_epoch, random_crops=True)
     drop = {"dropout": 0.2} if si else {}
     if model == "histn":
@@ -296,8 +306,9 @@ def histn(params: HiSTNParams, run) -> dict:
             "Training loss (solid; soft-label cross-entropy), validation loss (dashed; "
             "one-hot, class-balanced) and validation weighted F1 per epoch, first fold of "
             "each protocol; dotted: the epoch whose weights were kept (lowest validation "
-            "loss). Validation windows are the last 10 % of every training recording. "
-            "Chance F1 ~0.2."))
+            "loss). Validation windows are the last 10 % of every training recording (so "
+            "for sd_trial they come from the training clips). Cross-subject protocols: the "
+            "pre-training. Chance F1 ~0.2."))
         plt.close(fig)
         metrics["learning_curves"] = lc
 
