@@ -101,8 +101,18 @@ class PretrainedMixin:
             raise ValueError(
                 f"{cfg_path}: field 'params' does not fit {cls.__name__} ({err})"
             ) from err
-        est._restore_extra(config.get("extra", {}))
-        module = est._build_module(config.get("extra", {}))
+        extra = config.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError(f"{cfg_path}: field 'extra' expected an object, got "
+                             f"{type(extra).__name__}")
+        est._restore_extra(extra)
+        try:
+            module = est._build_module(extra)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{cfg_path}: fields 'params' / 'extra' do not build a {cls.__name__} model "
+                f"({type(err).__name__}: {err})"
+            ) from err
         with reading(w_path, f"safetensors weights of {cls.__name__}"):
             state = load_file(str(w_path), device=device)
         try:

@@ -407,6 +407,12 @@ PRETRAINED_CASES = [
      "_class_name"),
     ("config_unknown_param", _set_config(params={"d": 3, "width": 9}), ValueError,
      "config.json", "field 'params'"),
+    ("config_extra_missing_key", _set_config(extra={}), ValueError, "config.json",
+     "do not build"),
+    ("config_extra_bad_type", _set_config(extra={"d_in_": "three"}), ValueError,
+     "config.json", "do not build"),
+    ("config_extra_a_list", _set_config(extra=[1]), ValueError, "config.json",
+     "field 'extra'"),
 ]
 
 
