@@ -383,6 +383,7 @@ def _other_grid(files, tmp_path):
 NIFTI_ARG_CASES = [
     ("no_images", lambda f, t: {"beta_imgs": []}, "beta_imgs"),
     ("beta_other_grid", _other_grid, "shifted.nii.gz"),
+    ("beta_other_grid_says_mm", _other_grid, "differ by up to 3 mm"),
     ("beta_not_an_image", lambda f, t: {"beta_imgs": [3]}, "beta_imgs[0]"),
     ("mask_4d", lambda f, t: {"mask_img": f["betas"]}, "mask_img"),
     ("events_wrong_rows", lambda f, t: {"events": pd.DataFrame(
