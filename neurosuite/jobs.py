@@ -27,6 +27,7 @@ JOBS: dict[str, str] = {
     # decoding
     "braincorl": "decoding.jobs.braincorl:braincorl",
     "histn": "decoding.jobs.histn:histn",
+    "brain3d": "decoding.jobs.brain3d:brain3d",
     "mindbridge": "decoding.jobs.mindbridge:mindbridge",
 }
 

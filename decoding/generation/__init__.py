@@ -13,6 +13,7 @@
 
 from .autoencoder import StimulusAutoencoder
 from .diffusion import EmbeddingConditioner, make_scheduler, make_unet
+from .mesh import Mesh as Mesh  # Brain3D (helper C): decoding.generation.mesh
 from .pipeline import (
     DEFAULT_PIPELINE_ID,
     StimulusDiffusionPipeline,
