@@ -304,8 +304,8 @@ def test_training_uses_the_soft_labels(sigma):
     y = np.arange(100) % 5
     X = np.zeros((100, 5, 8), np.float32)
     X[np.arange(100), y] = 1.0
-    clf = _LinearEEG(smoothing_sigma=sigma, n_epochs=30, steps_per_epoch=20, batch_size=50,
-                     lr=0.1, scaling="none", validation_fraction=0.0, device="cpu")
+    clf = _LinearEEG(smoothing_sigma=sigma, n_epochs=10, steps_per_epoch=20, batch_size=50,
+                     lr=0.2, scaling="none", validation_fraction=0.0, device="cpu")
     proba = clf.fit(X, y).predict_proba(X[:5])
     if sigma is None:
         assert proba[np.arange(5), np.arange(5)].min() > 0.97
@@ -474,7 +474,7 @@ def test_eegnet_parameter_formula_and_learning():
     want = 8 * 64 + 16 + 16 * 14 + 32 + 256 + 256 + 32 + (16 * 4 + 1) * 5
     assert sum(p.numel() for p in m.parameters()) == want
     X, y = _alpha_task()
-    clf = EEGNet(n_classes=3, n_epochs=8, steps_per_epoch=6, batch_size=60, lr=1e-2,
+    clf = EEGNet(n_classes=3, n_epochs=6, steps_per_epoch=5, batch_size=48, lr=1e-2,
                  batchnorm="torch", device="cpu")
     assert clf.fit(X[:180], y[:180]).score(X[180:], y[180:]) > 0.55
 
