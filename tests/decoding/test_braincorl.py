@@ -174,3 +174,33 @@ def test_module_shapes():
     assert w.shape == (3, E + 1)
     w3 = m(torch.randn(3, 11, E), torch.randn(3, 11))  # per-voxel context images
     assert w3.shape == (3, E + 1)
+
+
+def test_gd_readout_is_one_gradient_step_by_hand():
+    """gd_readout adds E sigmoid(a + b log n) [X^T y / n; mean y] to the head's weights (von
+    Oswald et al. 2023): checked against a module without it sharing every other weight, with
+    the step written out in numpy; from w = 0 it is a descent step of the squared error."""
+    torch.manual_seed(0)
+    n = 12
+    with_gd = BraInCoRLModule(E, d_model=16, n_layers=1, n_heads=2, ffn_dim=8)
+    without = BraInCoRLModule(E, d_model=16, n_layers=1, n_heads=2, ffn_dim=8,
+                              gd_readout=False)
+    shared = {k: v for k, v in with_gd.state_dict().items() if not k.startswith("gd_")}
+    without.load_state_dict(shared)
+    with torch.no_grad():
+        with_gd.gd_a.copy_(torch.linspace(-1.0, 1.0, E + 1))
+        with_gd.gd_b.fill_(0.3)
+    x = torch.nn.functional.normalize(torch.randn(n, E), dim=1)
+    y = torch.randn(3, n)
+    with torch.no_grad():
+        delta = (with_gd(x, y) - without(x, y)).numpy()
+    X, Y = x.numpy().astype(np.float64), y.numpy().astype(np.float64)
+    gain = 1.0 / (1.0 + np.exp(-(np.linspace(-1.0, 1.0, E + 1) + 0.3 * math.log(n))))
+    step = np.concatenate([Y @ X / n, Y.mean(axis=1, keepdims=True)], axis=1)
+    np.testing.assert_allclose(delta, E * gain * step, rtol=1e-4, atol=1e-6)
+    # from w = 0 the step lowers each voxel's squared error on its context
+    Xb = np.concatenate([X, np.ones((n, 1))], axis=1)
+    w = E * gain * step * 0.05  # a small multiple: a descent direction, not an overshoot
+    before = (Y ** 2).sum(axis=1)
+    after = ((Y - w @ Xb.T) ** 2).sum(axis=1)
+    assert np.all(after < before)
