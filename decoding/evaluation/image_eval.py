@@ -55,25 +55,25 @@ def to_uint8(images: Any, name: str = "images") -> np.ndarray:
 
 
 class _EvalNet(nn.Module):
-    """5x5 strided stem, then 3 stages of (3x3 conv, GroupNorm, GELU) x 1, 2, 2 + max-pooling."""
+    """5x5 strided stem, then 3 stages of (3x3 conv, GroupNorm, GELU, max-pool).
+
+    (Two convolutions per stage, tried as v2, read shapes worse: 0.29 vs 0.42 held out.)
+    """
 
     def __init__(self, width: int = 24, n_classes: int = 8) -> None:
         super().__init__()
         w = width
 
-        def stage(c_in: int, c_out: int, n_conv: int) -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for k in range(n_conv):
-                layers += [nn.Conv2d(c_in if k == 0 else c_out, c_out, 3, padding=1),
-                           nn.GroupNorm(4, c_out), nn.GELU()]  # fmt: skip
-            return nn.Sequential(*layers, nn.MaxPool2d(2))
+        def stage(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.GELU(),
+                nn.MaxPool2d(2),
+            )  # fmt: skip
 
         self.stem = nn.Sequential(
             nn.Conv2d(3, w, 5, stride=2, padding=2), nn.GroupNorm(4, w), nn.GELU()
         )  # 32x32
-        self.stages = nn.Sequential(
-            stage(w, 2 * w, 1), stage(2 * w, 4 * w, 2), stage(4 * w, 4 * w, 2)
-        )  # 16x16, 8x8, 4x4
+        self.stages = nn.Sequential(stage(w, 2 * w), stage(2 * w, 4 * w), stage(4 * w, 4 * w))
         self.head = nn.Linear(4 * w, 2 * n_classes + 2 * n_classes)
         self.n_classes = n_classes
 
@@ -111,7 +111,7 @@ class ImageEvaluator:
         self,
         width: int = 24,
         n_train_images: int = 6000,
-        n_epochs: int = 10,
+        n_epochs: int = 8,
         random_state: int = 4242,
         data_home: str | os.PathLike | None = None,
         device: str = "cpu",
@@ -127,10 +127,10 @@ class ImageEvaluator:
         self.random_state = int(random_state)
         self.device = resolve_device(device)
         self.verbose = verbose
-        key = dict(v=2, w=self.width, n=self.n_train_images, ep=self.n_epochs,
+        key = dict(v=1, w=self.width, n=self.n_train_images, ep=self.n_epochs,
                    seed=self.random_state)  # fmt: skip
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        self.identifier = f"imageeval-v2-{digest}"
+        self.identifier = f"imageeval-v1-{digest}"
         from data_loaders.cache import data_home as _data_home
 
         self.folder = shipped_weights(self.identifier) or (

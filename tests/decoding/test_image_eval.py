@@ -33,7 +33,7 @@ def test_to_uint8():
 
 def test_tiny_evaluator_caches_and_reads(tiny, stim):
     ev, home = tiny
-    assert ev.folder.is_relative_to(home) and ev.identifier.startswith("imageeval-v2-")
+    assert ev.folder.is_relative_to(home) and ev.identifier.startswith("imageeval-v1-")
     mtime = (ev.folder / "model.safetensors").stat().st_mtime_ns
     again = ImageEvaluator(width=8, n_train_images=64, n_epochs=1, data_home=home)
     assert (again.folder / "model.safetensors").stat().st_mtime_ns == mtime
@@ -83,7 +83,7 @@ def test_metrics_errors(tiny, stim):
                                evaluator=ev)
 
 
-@pytest.mark.skipif(not any(WEIGHTS_DIR.glob("imageeval-v2-*")), reason="no shipped evaluator")
+@pytest.mark.skipif(not any(WEIGHTS_DIR.glob("imageeval-v1-*")), reason="no shipped evaluator")
 def test_shipped_evaluator_reads_true_images(tmp_path):
     from decoding.evaluation.image_eval import get_evaluator
     from decoding.features import get_extractor
