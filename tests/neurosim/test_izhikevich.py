@@ -111,6 +111,13 @@ FIGURE1 = {
     "FS": (0.1, 0.2, -65, 2, -70, 0.25, 150, lambda t: 10 if t > 15 else 0, {}),
     "CH": (0.02, 0.2, -50, 2, -70, 0.25, 150, lambda t: 10 if t > 15 else 0, {}),
     "LTS": (0.02, 0.25, -65, 2, -63, 0.25, 250, lambda t: 10 if t > 25 else 0, {}),
+    # IB, TC and RZ: (a, b, c, d) of the 2003 paper's Fig. 2; the stimuli are the suite's own
+    # protocols (the paper gives none): a DC step, a release from -87 mV then a small step,
+    # and a pulse pair 10 ms apart followed by a lone pulse
+    "IB": (0.02, 0.2, -55, 4, -70, 0.25, 150, lambda t: 10 if t > 15 else 0, {}),
+    "TC": (0.02, 0.25, -65, 0.05, -87, 0.25, 150, lambda t: 2 if t > 50 else 0, {}),
+    "RZ": (0.1, 0.26, -65, 2, -62.5, 0.25, 150,
+           lambda t: 0.5 if _pulses(t, (40, 50, 100), 5) else 0, {}),
 }
 
 
@@ -163,10 +170,16 @@ def test_single_pattern_run_equals_batched_run(torch64):
         np.testing.assert_array_equal(tr.spike_steps, torch64[name].spike_steps)
 
 
-def test_update_order_matters():
-    """Forward Euler (u from the old v) changes the published spike trains."""
-    changed = [n for n in FEATURES_2004
-               if not np.array_equal(reference(n)[2], reference(n, forward_euler=True)[2])]
+def test_update_order_matters(torch64):
+    """The package integrates in the published order (u from the new v): its spike trains
+    equal the published-order transcription and differ from forward Euler's (u from the old
+    v) in many panels, so an engine that switched to forward Euler would fail here."""
+    changed = []
+    for n in FEATURES_2004:
+        ours = torch64[n].spike_steps
+        np.testing.assert_array_equal(ours, reference(n)[2])
+        if not np.array_equal(ours, reference(n, forward_euler=True)[2]):
+            changed.append(n)
     assert len(changed) >= 5, changed
 
 
@@ -222,6 +235,12 @@ def test_published_features(torch64):
     assert np.mean(np.diff(s["FS"])) < np.mean(np.diff(s["RS"]))  # FS fires faster
     assert np.diff(s["CH"]).min() < 3  # chattering: high-frequency bursts
     assert s["TC"][0] < 50  # rebound burst on release from -87 mV, before the DC step
+    assert np.diff(s["TC"][s["TC"] < 50]).min() < 10 and np.sum(s["TC"] > 50) >= 3  # then tonic
+    # IB: a burst at onset (first ISI < 5 ms), then single spikes (last ISI > 20 ms)
+    isi_ib = np.diff(s["IB"])
+    assert len(s["IB"]) >= 4 and isi_ib[0] < 5 and isi_ib[-1] > 20
+    # RZ: the pulse pair (40 and 50 ms) fires, the lone pulse at 100 ms does not
+    assert len(s["RZ"]) >= 1 and np.all((s["RZ"] > 50) & (s["RZ"] < 100))
 
 
 # --------------------------------------------------------------------------------------
