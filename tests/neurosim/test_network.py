@@ -35,6 +35,29 @@ def test_2003_parameters_follow_net_m():
     assert model.v_substeps == 2 and model.dt_ms == 1.0 and model.tau_syn_ms is None
 
 
+def test_2003_weights_follow_the_published_construction():
+    """net.m's S = [0.5 rand(N, Ne), -rand(N, Ni)] (column = presynaptic cell), scaled by
+    1000 / N: the weights are those draws (in net.m's order, after re and ri), and their
+    distribution has net.m's means and ranges, so e.g. 20% weaker inhibition fails."""
+    n_exc, n_inh, seed = 160, 40, 5
+    n = n_exc + n_inh
+    model = izhikevich_2003(n_exc=n_exc, n_inh=n_inh, seed=seed)
+    scale = 1000.0 / n
+    rng = np.random.default_rng(seed)
+    rng.random(n_exc), rng.random(n_inh)  # re, ri come first
+    expected = np.vstack([0.5 * scale * rng.random((n_exc, n), dtype=np.float32),
+                          -scale * rng.random((n_inh, n), dtype=np.float32)])
+    np.testing.assert_allclose(model.weights, expected, rtol=1e-6)
+    # the construction's statistics: U(0, 0.5) and U(-1, 0) times the scale
+    w_exc, w_inh = model.weights[:n_exc] / scale, model.weights[n_exc:] / scale
+    assert w_exc.mean() == pytest.approx(0.25, abs=0.01)   # se 0.002
+    assert w_inh.mean() == pytest.approx(-0.5, abs=0.02)   # se 0.005; 20% weaker: -0.4
+    assert 0.49 < w_exc.max() <= 0.5 and -1.0 <= w_inh.min() < -0.98
+    # every cell gets the same mix: inhibition per inhibitory synapse is twice excitation
+    ratio = w_inh.mean() / w_exc.mean()
+    assert ratio == pytest.approx(-2.0, rel=0.05)
+
+
 def test_2003_network_rates_match_published_rerun(net2003_record):
     # REFERENCES 2.1: a faithful re-run of net.m gives exc 7.44 Hz, inh 6.96 Hz.
     model, rec = net2003_record
