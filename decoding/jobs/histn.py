@@ -82,6 +82,10 @@ class HiSTNParams(BaseModel):
     finetune_lr: float = Field(1e-3, gt=0)
     finetune_steps_per_epoch: int | None = Field(None, ge=1)
     smoothing_sigma: float = Field(0.5, gt=0, description="Gaussian label width (classes)")
+    eegnet_as_in_histn_code: bool = Field(
+        True, description="EEGNet as the HiSTN authors ran it: 5-tap temporal kernels and "
+                          "dropout 0.75 (subject-dependent), 8 taps and 0.5 (cross-subject); "
+                          "False: Lawhern's 64 taps, 0.5")
     n_permutations: int = Field(1000, ge=10, description="trial-label permutations per p")
 
 
@@ -116,7 +120,10 @@ def _make(model: str, protocol: str, p: HiSTNParams, seed: int, device: str, kee
         kw = dict(smoothing_sigma=p.smoothing_sigma, **drop, **{**common, **PREVIOUS})
         cls = HiSTN
     else:
-        kw, cls = common, EEGNet
+        kw, cls = dict(common), EEGNet
+        if p.eegnet_as_in_histn_code:   # Dreamer_10cv.py / reston1 EEGNet baselines
+            kw.update(kern_length=8, dropout=0.5) if si else kw.update(kern_length=5,
+                                                                       dropout=0.75)
 
     def make():
         est = cls(**kw)

@@ -508,3 +508,29 @@ def test_desvm_learns_and_pads_missing_classes():
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)
     ft = clone(clf).fine_tune(X[180:200], y[180:200], X_pretrain=X[:180], y_pretrain=y[:180])
     assert ft.predict(X[200:]).shape == (40,)
+
+
+def test_job_trial_scaling_and_trial_permutation_p():
+    """The authors' X / max|X| per trial and channel; the permutation p shuffles labels
+    between trials (not windows) and is (1 + #{null >= observed}) / (1 + n)."""
+    from decoding.jobs.histn import scale_trials_max_abs, trial_permutation_p
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 14, 16)).astype(np.float32)
+    X[4:] *= 5
+    ds = EEGDataset(X=X, sfreq=128.0, ch_names=[f"E{i}" for i in range(14)],
+                    labels={"valence": np.repeat([0, 1], 4)}, subject=np.zeros(8, int),
+                    trial=np.repeat([0, 1], 4))
+    out = scale_trials_max_abs(ds).X
+    for t in (0, 1):
+        m = ds.trial == t
+        np.testing.assert_allclose(np.abs(out[m]).max(axis=(0, 2)), 1, rtol=1e-6)
+        np.testing.assert_allclose(out[m], X[m] / np.abs(X[m]).max(axis=(0, 2))[None, :, None],
+                                   rtol=1e-6)
+    groups = np.repeat(np.arange(6), 5)
+    y = np.repeat(np.arange(6), 5)
+    subj = np.zeros(30, int)
+    p, null = trial_permutation_p(y, y, groups, subj, 999, seed=0)
+    assert p < 0.01 and null < 0.5                  # 1 of 720 orders matches
+    p_const, _ = trial_permutation_p(y, np.zeros(30, int), groups, subj, 99, seed=0)
+    assert p_const == 1.0                           # every permutation scores the same
