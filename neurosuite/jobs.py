@@ -29,6 +29,7 @@ JOBS: dict[str, str] = {
     "histn": "decoding.jobs.histn:histn",
     "brain3d": "decoding.jobs.brain3d:brain3d",
     "mindbridge": "decoding.jobs.mindbridge:mindbridge",
+    "stimulus_diffusion": "decoding.jobs.generation:stimulus_diffusion",
 }
 
 
