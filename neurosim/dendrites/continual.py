@@ -53,6 +53,8 @@ __all__ = [
     "PermutedDigits",
     "build_model",
     "make_permuted_digits",
+    "mlp_parameter_count",
+    "parameter_matched_hidden_sizes",
     "run_continual",
 ]
 
@@ -302,6 +304,52 @@ def build_model(
     if name == "mlp_kwta_context":
         return MLP(input_size, output_size, hidden_sizes, kw_percent_on, context_dim, True, **kw)
     raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+
+
+def mlp_parameter_count(input_size: int, output_size: int, hidden_sizes: Sequence[int]) -> int:
+    """Trainable parameters of :class:`MLP` (weights and biases of every layer and the head)."""
+    sizes = [int(input_size), *[int(h) for h in hidden_sizes], int(output_size)]
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def parameter_matched_hidden_sizes(
+    n_parameters: int, hidden_sizes: Sequence[int], input_size: int = 64, output_size: int = 10
+) -> list[int]:
+    """Hidden sizes of an MLP with about ``n_parameters`` parameters.
+
+    Every hidden layer is widened by the same factor (the shape of ``hidden_sizes`` is kept),
+    the factor chosen so that :func:`mlp_parameter_count` is closest to ``n_parameters``:
+    the control that asks whether a dendritic network wins by its extra segment weights.
+
+    Raises
+    ------
+    ValueError
+        If ``n_parameters`` is smaller than an MLP with one unit per hidden layer.
+    """
+    hidden = [int(h) for h in hidden_sizes]
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden_sizes: expected positive sizes, got {list(hidden_sizes)}")
+    smallest = mlp_parameter_count(input_size, output_size, [1] * len(hidden))
+    if n_parameters < smallest:
+        raise ValueError(
+            f"n_parameters: expected >= {smallest} (one unit per hidden layer), got {n_parameters}"
+        )
+
+    def widths(c: float) -> list[int]:
+        return [max(1, int(round(c * h))) for h in hidden]
+
+    lo, hi = 0.0, 1.0
+    while mlp_parameter_count(input_size, output_size, widths(hi)) < n_parameters:
+        hi *= 2.0
+    for _ in range(60):  # the count grows monotonically with the factor
+        mid = 0.5 * (lo + hi)
+        if mlp_parameter_count(input_size, output_size, widths(mid)) < n_parameters:
+            lo = mid
+        else:
+            hi = mid
+    best = min((widths(lo), widths(hi)), key=lambda w: abs(
+        mlp_parameter_count(input_size, output_size, w) - n_parameters))
+    return best
 
 
 @dataclass

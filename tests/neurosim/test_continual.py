@@ -12,8 +12,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 
 from neurosim.dendrites.continual import (
+    MLP,
     ContinualResult,
+    build_model,
     make_permuted_digits,
+    mlp_parameter_count,
+    parameter_matched_hidden_sizes,
     run_continual,
 )
 
@@ -34,6 +38,7 @@ class StandInRun:
         self.out_dir = self.figures_dir = self.checkpoint_dir = self.data_dir = tmp_path
         self.seed, self.level, self.device, self.verbose = seed, "smoke", "cpu", False
         self.figures, self.tables, self.texts, self.metrics = {}, {}, {}, {}
+        self.claims = {}
 
     def add_figure(self, fig, name, caption=""):
         self.figures[name] = fig  # not rendered: drawing is the slow part, not the science
@@ -46,6 +51,11 @@ class StandInRun:
 
     def add_text(self, title, text):
         self.texts[title] = text
+
+    def add_claim(self, name, claim, value, verdict, figure=None):
+        assert verdict in ("holds", "weaker", "does not hold")
+        self.claims[name] = {"claim": claim, "value": value, "verdict": verdict,
+                             "figure": figure}
 
     def progress(self, iterable=None, total=None, desc=None):
         return iterable
@@ -160,6 +170,58 @@ def test_continual_job_smoke(tmp_path, monkeypatch):
     again = dendrites_continual(params, StandInRun(tmp_path))
     for m in ["dendritic", "mlp"]:
         assert again[m] == pytest.approx(metrics[m])
+
+
+def test_parameter_matched_mlp_counts_like_torch():
+    """The matched MLP's count is torch's own parameter count, and it is the closest uniform
+    widening to the dendritic network's count (segments add hidden x segments x context)."""
+    for hidden in ([16], [128, 128], [50, 20]):
+        assert mlp_parameter_count(64, 10, hidden) == sum(
+            q.numel() for q in MLP(64, 10, hidden).parameters())
+    dend = build_model("dendritic", 64, 10, [128, 128], 10, 10, 0.1, context_density=0.1)
+    target = sum(q.numel() for q in dend.parameters())
+    assert target == mlp_parameter_count(64, 10, [128, 128]) + 2 * 128 * 10 * 10
+    h = parameter_matched_hidden_sizes(target, [128, 128])
+    got = mlp_parameter_count(64, 10, h)
+    assert h[0] == h[1] and abs(got - target) < mlp_parameter_count(64, 10, [h[0] + 1] * 2) - got
+    assert abs(got - target) <= abs(mlp_parameter_count(64, 10, [h[0] - 1] * 2) - target)
+    with pytest.raises(ValueError, match="n_parameters: expected >="):
+        parameter_matched_hidden_sizes(10, [128, 128])
+
+
+def test_continual_sweep_smoke(tmp_path):
+    """The sweep runs each (gain, segments) cell, the MLP and the matched MLPs, n_seeds each,
+    tables 'vs MLP' as the difference of the means, and declares its claim."""
+    from neurosim.jobs.dendrites import ContinualParams, dendrites_continual
+
+    params = ContinualParams(n_tasks=2, models=["dendritic", "mlp"], hidden_sizes=[8],
+                             kw_percent_on=0.25, epochs_per_task=1, batch_size=256,
+                             eval_every=50, n_seeds=2, num_threads=None,
+                             sweep_gains=[1.0, 4.0], sweep_segments=[1])
+    run = StandInRun(tmp_path)
+    metrics = dendrites_continual(params, run)
+    rows = {r["network"]: r for r in run.tables["sweep"]}
+    matched = {}
+    for k in (1, 2):
+        net = build_model("dendritic", 64, 10, [8], k, 2, 0.25)
+        h = parameter_matched_hidden_sizes(sum(q.numel() for q in net.parameters()), [8])
+        matched[k] = f"MLP matched to {k} segments ({h[0]})"
+    assert set(rows) == {"dendritic, gain 1, 2 segments", "dendritic, gain 4, 2 segments",
+                         "dendritic, gain 4, 1 segments", "MLP", *matched.values()}
+    mlp = rows["MLP"]["accuracy (all tasks)"]
+    # the default cell and the MLP are the comparison's own networks (reused, not retrained)
+    assert rows["dendritic, gain 4, 2 segments"]["accuracy (all tasks)"] == pytest.approx(
+        metrics["dendritic"]["final_accuracy_all_tasks"], abs=5e-4)
+    assert mlp == pytest.approx(metrics["mlp"]["final_accuracy_all_tasks"], abs=5e-4)
+    for r in rows.values():
+        assert r["vs MLP"] == pytest.approx(r["accuracy (all tasks)"] - mlp, abs=2e-3)
+    assert rows[matched[2]]["parameters"] == mlp_parameter_count(
+        64, 10, [int(matched[2].split("(")[1].rstrip(")"))])
+    # new networks x 2 seeds: two dendritic cells and the matched MLPs (equal widths share)
+    widths = {m.split("(")[1] for m in matched.values()}
+    assert len(list(tmp_path.glob("sweep_*.npz"))) == 2 * (2 + len(widths))
+    assert run.claims["sweep"]["figure"] == "sweep" and "sweep" in run.figures
+    assert metrics["sweep"]["settings"] == 3
 
 
 def test_sdr_theory_job_smoke(tmp_path):
