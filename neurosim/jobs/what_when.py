@@ -567,7 +567,8 @@ def _claims(run, m1: dict, m2: dict, m3: dict, m4: dict) -> None:
     mono = bool(np.all(np.diff(amps) > 0))
     r = pr["pearson_r"]
     run.add_claim(
-        "probability", "... with magnitudes proportional to the probabilities",
+        "probability", "the readout's anticipatory magnitude is proportional to the "
+        "probability of the stimulus",
         f"amplitudes {', '.join(f'{a:.2f}' for a in amps)} at the p levels; "
         f"{'monotonic' if mono else 'not monotonic'}, r = {r:.3f}",
         "holds" if mono and r > 0.9 else "weaker" if mono or r > 0.8 else "does not hold",
