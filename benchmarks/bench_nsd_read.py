@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/bench_nsd_read.py              # a full NSD session: 750 trials (~6 GB)
     python benchmarks/bench_nsd_read.py --trials 150 # shorter
+    python benchmarks/bench_nsd_read.py --formats nii.gz  # NIfTI only (minutes less)
 
 Writes ``benchmarks/results/bench_nsd_read_<time>.json``.
 """
@@ -45,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GRID = (81, 104, 83)  # subj01 func1pt8mm
 
 
-def _write_session(folder: Path, n_trials: int, seed: int = 0):
+def _write_session(folder: Path, n_trials: int, seed: int = 0, hdf5: bool = True):
     rng = np.random.default_rng(seed)
     ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, n) for n in GRID], indexing="ij")
     brain = (ii**2 + jj**2 + kk**2) < 0.8
@@ -61,6 +62,8 @@ def _write_session(folder: Path, n_trials: int, seed: int = 0):
             gz.open(folder / "betas_session01.nii.gz", "wb", compresslevel=1) as dst:
         shutil.copyfileobj(src, dst, 2**24)
     (folder / "betas_session01.nii").unlink()
+    if not hdf5:
+        return roi
     with h5py.File(folder / "betas_session01.hdf5", "w") as f:
         f.create_dataset("betas", data=vol.transpose(3, 2, 1, 0), chunks=(n_trials, 1, 1, 1))
     return roi
@@ -107,15 +110,27 @@ def _measure(fn, *args) -> tuple[float, int, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=750, help="trials per session (NSD: 750)")
+    ap.add_argument("--formats", nargs="+", default=["nii.gz", "hdf5"],
+                    choices=["nii.gz", "hdf5"], help="file formats to compare")
+    ap.add_argument("--zlib", action="store_true",
+                    help="inflate with the standard zlib even if isal is installed")
     args = ap.parse_args()
+    if args.zlib:
+        import zlib
+
+        import data_loaders.nsd
+
+        data_loaders.nsd._zlib = lambda: zlib
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        roi = _write_session(folder, args.trials)
+        roi = _write_session(folder, args.trials, hdf5="hdf5" in args.formats)
         print(f"grid {GRID} x {args.trials} trials, ROI {int(roi.sum())} voxels; load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         for name, peer in (("betas_session01.nii.gz", _peer), ("betas_session01.hdf5", _peer),
                            ("betas_session01.hdf5 (box)", _h5_box)):
+            if name.split()[0].split(".", 1)[1] not in args.formats:
+                continue
             path = folder / name.split()[0]
             t_peer, m_peer, ref = _measure(peer, path, roi)
             t_ours, m_ours, got = _measure(_ours, path, roi, args.trials)
@@ -134,8 +149,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = RESULTS / f"bench_nsd_read_{stamp}.json"
-    meta = {"trials": args.trials, "grid": GRID, "machine": platform.platform(),
-            "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count()}
+    meta = {"trials": args.trials, "zlib_only": args.zlib, "grid": GRID,
+            "machine": platform.platform(), "load_avg_1m": os.getloadavg()[0],
+            "cpus": os.cpu_count()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
