@@ -75,6 +75,9 @@ class MindBridgeParams(BaseModel):
     guidance_scale: float | None = Field(None, ge=0)
     grid_images: int = Field(8, ge=1)
     pipeline: str | None = Field(None, description="a local pipeline folder (default: shipped)")
+    evaluator: dict[str, Any] = Field(
+        default_factory=dict, description="image_eval.get_evaluator(**evaluator) (default shipped)"
+    )
     ridge_reference: bool = Field(
         True, description="Table 1 also shows a per-subject ridge from voxels to the embeddings"
     )
@@ -316,7 +319,14 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
         if pipe is None:
             metrics["reconstructions"] = "pending: decoding.generation has no shipped pipeline"
     n_rec = 0
+    evaluator = None
     if pipe is not None:
+        from decoding.evaluation.image_eval import get_evaluator
+
+        ev_kw = dict(params.evaluator)
+        ev_kw.setdefault("data_home", run.data_dir)
+        ev_kw.setdefault("verbose", run.verbose)
+        evaluator = get_evaluator(**ev_kw)
         t0 = time.perf_counter()
         n_rec = min(params.n_recon, len(test.stimuli))
         rec_kw = dict(n_samples=params.recon_samples, num_inference_steps=params.recon_steps,
@@ -337,14 +347,14 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
             key = tuple(ids.tolist())
             if key not in bound:
                 bound[key] = _recon_metrics(raw.stimuli, ids, None, attrs, pipe, targets, run,
-                                            rec_kw)  # fmt: skip
+                                            rec_kw, evaluator)  # fmt: skip
             true_rows[s] = bound[key]
         for row in table1:
             key = (row["model"], row["subject"])
             if key in recon:
                 ids = test.subjects[row["subject"]].stim_ids[:n_rec]
                 row.update(_recon_metrics(raw.stimuli, ids, recon[key], attrs, pipe, targets, run,
-                                          rec_kw))  # fmt: skip
+                                          rec_kw, evaluator))  # fmt: skip
         for s in sources:
             table1.append({"model": "upper bound (true embeddings)", "subject": s,
                            **true_rows[s]})  # fmt: skip
@@ -431,7 +441,7 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
             for row in table2:
                 if row["strategy"] == "reset" and row["n_samples"] == _closest(sizes, 500):
                     row.update(_recon_metrics(raw.stimuli, ids, recon[("new", held)], attrs, pipe,
-                                              targets, run, {}))  # fmt: skip
+                                              targets, run, {}, evaluator))  # fmt: skip
         run.add_table("table2", _rounded(table2), caption=(
             f"Like the paper's Table 2: the new subject {held} with n training images. reset: "
             "fresh embedder and builder, translator frozen, source batches for the cycle "
@@ -632,7 +642,8 @@ def _pipeline(params: MindBridgeParams, run, model):
     return pipe
 
 
-def _recon_metrics(stimuli, ids, images, attrs, pipe, targets, run, rec_kw) -> dict[str, float]:
+def _recon_metrics(stimuli, ids, images, attrs, pipe, targets, run, rec_kw,
+                   evaluator=None) -> dict[str, float]:  # fmt: skip
     """Reconstruction metrics; ``images=None``: the upper bound from the true embeddings."""
     import torch
 
@@ -658,7 +669,7 @@ def _recon_metrics(stimuli, ids, images, attrs, pipe, targets, run, rec_kw) -> d
     ta = None
     if "shape" in attrs and "colour" in attrs:
         ta = {"shape": np.asarray(attrs["shape"])[pos], "colour": np.asarray(attrs["colour"])[pos]}
-    return reconstruction_metrics(images, true, ta)
+    return reconstruction_metrics(images, true, ta, evaluator=evaluator)
 
 
 def _table1_figure(plt, run, cross, single, sources) -> None:

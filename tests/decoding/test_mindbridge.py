@@ -305,23 +305,26 @@ def test_bad_inputs_get_named_errors(bridge, toy):
         EmbeddingTargets(tg.ids, np.full_like(tg.image, np.nan), "x")
 
 
-def test_reconstruct_through_a_tiny_real_pipeline_and_refuse_mismatches(bridge, toy):
+def _tiny_pipeline(di, dt, image_id, text_id):
+    """A real StimulusDiffusionPipeline at tiny size with random weights."""
     gen = pytest.importorskip("decoding.generation")
     from decoding.generation.diffusion import training_scheduler
 
+    torch.manual_seed(0)
+    cond = gen.EmbeddingConditioner(di, dt, image_id, text_id)
+    unet = gen.make_unet(cond.cond_dim, block_out_channels=(8, 16), layers_per_block=1)
+    pipe = gen.StimulusDiffusionPipeline(
+        vae=gen.StimulusAutoencoder(block_out_channels=(8, 8, 16)), unet=unet,
+        scheduler=gen.make_scheduler("dpmsolver++", training_scheduler().config),
+        conditioner=cond)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_reconstruct_through_a_tiny_real_pipeline_and_refuse_mismatches(bridge, toy):
     _, test, _ = toy
 
-    def tiny(di, dt, image_id, text_id):
-        torch.manual_seed(0)
-        cond = gen.EmbeddingConditioner(di, dt, image_id, text_id)
-        unet = gen.make_unet(cond.cond_dim, block_out_channels=(8, 16), layers_per_block=1)
-        pipe = gen.StimulusDiffusionPipeline(
-            vae=gen.StimulusAutoencoder(block_out_channels=(8, 8, 16)), unet=unet,
-            scheduler=gen.make_scheduler("dpmsolver++", training_scheduler().config),
-            conditioner=cond)  # fmt: skip
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
+    tiny = _tiny_pipeline
     pipe = tiny(DIM, TDIM, "toy-image-v1", "toy-text-v1")
     x = test.subjects["subj01"].betas[:3]
     out = bridge.reconstruct("subj01", x, pipeline=pipe, num_inference_steps=2)
@@ -409,15 +412,32 @@ def test_clip_targets_from_a_tiny_local_clip_folder(tmp_path):
 def test_job_runs_through_the_cli_at_smoke_level(tmp_path, monkeypatch):
     from pathlib import Path
 
+    import yaml
+
+    from decoding.features import get_extractor
+    from decoding.semantics import get_text_encoder
     from neurosuite import cli
 
     monkeypatch.setenv("NEUROSUITE_DATA", str(tmp_path / "data"))
     config = Path(__file__).parents[2] / "configs" / "decode" / "mindbridge.yaml"
+    smoke = yaml.safe_load(config.read_text())["smoke"]
+    # a tiny real generator conditioned on the smoke level's (tiny) embeddings
+    fx = get_extractor(**{**smoke["image_features"], "verbose": False})
+    tx = get_text_encoder(**{**smoke["text_encoder"], "features": smoke["image_features"],
+                             "verbose": False})  # fmt: skip
+    _tiny_pipeline(fx.dim, tx.dim, fx.identifier, tx.identifier).save_pretrained(tmp_path / "p")
     out = tmp_path / "run"
-    assert cli.main(["run", str(config), "--smoke", "--quiet", "--out", str(out)]) == 0
+    assert cli.main(["run", str(config), "--smoke", "--quiet", "--out", str(out),
+                     "--set", f"params.pipeline={tmp_path / 'p'}", "--set",
+                     "params.experiments=[table1,table2,ablations,synthesis,reconstructions]"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert {"table1", "table2", "ablations", "synthesis"} <= set(metrics["tables"])
+    rows = {(r["model"], r["subject"]): r for r in metrics["tables"]["table1"]}
+    for key in (("MindBridge (1 model)", "mean"), ("per-subject", "mean"),
+                ("upper bound (true embeddings)", "mean")):
+        assert {"pixcorr", "ssim", "two_way_low", "two_way_high", "shape_accuracy",
+                "colour_accuracy"} <= set(rows[key]), key
     assert {r["strategy"] for r in metrics["tables"]["table2"]} == {"reset", "full", "scratch"}
     claims = {c["name"]: c for c in json.loads((out / "claims.json").read_text())}
     assert {"one_model", "reset_tuning", "aggregation", "losses", "synthesis"} <= set(claims)
