@@ -988,8 +988,6 @@ class MindBridge(PretrainedMixin, BaseEstimator):
                  if id(p) in train_ids and p.ndim > 1]  # fmt: skip
         no_decay = [p for n, p in module.named_parameters()
                     if id(p) in train_ids and p.ndim <= 1]  # biases, LayerNorm: no decay
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr)  # fmt: skip
         accel = None
         if self._use_accelerate():
             from accelerate import Accelerator
@@ -999,6 +997,11 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             n_proc, rank = accel.num_processes, accel.process_index
         else:
             device, n_proc, rank = self._device(), 1, 0
+        # data-parallel: each process takes 1/n of the steps of an n-times larger batch; the
+        # code multiplies the learning rate by the number of processes
+        lr = lr * n_proc
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr)  # fmt: skip
         module.to(device)
         steps = int(np.ceil(max(d.n_images for d in data) / self.batch_size / n_proc))
         total = n_epochs * steps
