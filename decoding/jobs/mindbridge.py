@@ -54,7 +54,11 @@ class MindBridgeParams(BaseModel):
     image_size: int = Field(64, ge=8)
     image_features: dict[str, Any] = Field(
         default_factory=lambda: {"name": "stimnet"},
-        description="decoding.features.get_extractor(**image_features)",
+        description="decoding.features.get_extractor(**image_features); {name: clip, path: "
+        "..., hidden_states: bool}: image and text targets from one local CLIP folder",
+    )
+    captions: str | None = Field(
+        None, description="JSON {stimulus id: caption} (real NSD: COCO); default: attributes"
     )
     text_encoder: dict[str, Any] | None = Field(
         default_factory=lambda: {"name": "stimtext"},
@@ -175,11 +179,43 @@ def _subset(ds, subject: str, ids: np.ndarray):
     return FMRIDataset(ds.stimuli, {subject: new})
 
 
+def _captions(params: MindBridgeParams, stimuli) -> list[str] | None:
+    """One caption per stimulus: from ``params.captions`` (JSON ``{id: caption}``, e.g. COCO
+    captions for NSD's 73k ids) or, without it, the default (scene attributes)."""
+    if params.captions is None:
+        return None
+    import json
+    from pathlib import Path
+
+    path = Path(params.captions)
+    if not path.is_file():
+        raise FileNotFoundError(f"captions: expected a JSON file {{id: caption}}, got {path}")
+    table = {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    missing = [int(i) for i in stimuli.ids if int(i) not in table]
+    if missing:
+        raise ValueError(
+            f"captions: {path} has no caption for stimulus ids {missing[:5]} ({len(missing)} "
+            "in all); expected one per stimulus"
+        )
+    return [table[int(i)] for i in stimuli.ids]
+
+
 def _targets(params: MindBridgeParams, run, stimuli):
-    from decoding.decoders.mindbridge import EmbeddingTargets
+    from decoding.decoders.mindbridge import EmbeddingTargets, clip_targets
 
     img_kw = dict(params.image_features)
     img_name = img_kw.pop("name", "stimnet")
+    captions = _captions(params, stimuli)
+    if img_name == "clip":  # a local CLIP folder: both targets (the paper's), one model
+        if "path" not in img_kw:
+            raise ValueError("image_features: {name: clip} needs a path to a local CLIP folder")
+        if params.text_encoder is not None and captions is None:
+            from decoding import semantics
+
+            captions = semantics.captions_from_attributes(stimuli)
+        return clip_targets(img_kw.pop("path"), stimuli,
+                            captions=captions if params.text_encoder is not None else None,
+                            **img_kw)  # fmt: skip
     if img_name == "stimnet":
         img_kw.setdefault("data_home", run.data_dir)
         img_kw.setdefault("verbose", run.verbose)
@@ -190,10 +226,10 @@ def _targets(params: MindBridgeParams, run, stimuli):
         if txt_name == "stimtext":
             txt_kw.setdefault("data_home", run.data_dir)
             txt_kw.setdefault("verbose", run.verbose)
-            if img_name != "stimnet" or params.image_features.get("dim", 128) != 128:
+            if dict(params.image_features) != {"name": "stimnet"}:
                 txt_kw.setdefault("features", dict(params.image_features))
-    return EmbeddingTargets.from_registries(stimuli, img_name, txt_name, image_kwargs=img_kw,
-                                            text_kwargs=txt_kw)  # fmt: skip
+    return EmbeddingTargets.from_registries(stimuli, img_name, txt_name, captions=captions,
+                                            image_kwargs=img_kw, text_kwargs=txt_kw)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------

@@ -405,6 +405,19 @@ def test_clip_targets_from_a_tiny_local_clip_folder(tmp_path):
     with pytest.raises(ValueError, match="captions: expected one caption per stimulus"):
         clip_targets(folder, stim, captions=caps[:2])
 
+    # the job's real-NSD path: {name: clip, path: ...} and a JSON {id: caption} file
+    from decoding.jobs.mindbridge import MindBridgeParams, _targets
+
+    (tmp_path / "caps.json").write_text(json.dumps({"4": caps[0], "9": caps[1], "2": caps[2]}))
+    params = MindBridgeParams(image_features={"name": "clip", "path": str(folder)},
+                              captions=str(tmp_path / "caps.json"))  # fmt: skip
+    got = _targets(params, None, stim)
+    np.testing.assert_array_equal(got.text, pooled.text)
+    assert got.image_id == pooled.image_id
+    (tmp_path / "caps.json").write_text(json.dumps({"4": caps[0]}))
+    with pytest.raises(ValueError, match=r"captions: .* no caption for stimulus ids \[9, 2\]"):
+        _targets(params, None, stim)
+
 
 # --------------------------------------------------------------------------------------
 # the job, through the front door
