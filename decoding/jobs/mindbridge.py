@@ -736,6 +736,9 @@ def _table2_figure(plt, run, table2, held) -> None:
                 ax.plot([r["n_samples"] for r in rows], [r[k] for r in rows], "o-", color=c,
                         label=strategy)
         ax.set(xscale="log", xlabel=f"training images of {held}", ylabel=k)
+        sizes = sorted({r["n_samples"] for r in table2})
+        ax.minorticks_off()
+        ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend(fontsize=8)
     fig.suptitle("Table 2: a new subject")
     fig.tight_layout()
