@@ -75,21 +75,31 @@ KERNELS = {"default": {}, "eager": dict(kernel="eager"),
 
 
 def _time_torch(model, batch: int, device: str, threads: int, duration_ms: float,
-                kernel: str, repeats: int = 1) -> dict:
-    kw = dict(batch=batch, device=device, **KERNELS[kernel])
-    if kernel != "default":  # the default run passes no flags (the engine picks threads)
-        kw["num_threads"] = threads
-    model.run(20.0, **kw)  # warm-up
-    walls = []
-    for _ in range(repeats):  # the best of `repeats` runs (the machine may be shared)
-        rec = model.run(duration_ms, seed=1, **kw)
-        walls.append(rec.info["wall_s"])
-    wall = min(walls)
-    return {"engine": "torch", "kernel": kernel, "ran": rec.info["kernel"],
-            "noise_rng": rec.info["noise_rng"], "device": rec.info["device"], "batch": batch,
-            "threads": rec.info["threads"], "wall_s": wall, "walls_s": walls,
-            "per_trial_s": wall / batch,
-            "spikes": len(rec), "exc_rate_hz": float(rec.rates_hz("trial", model.exc).mean())}
+                kernels: list[str], repeats: int = 1) -> list[dict]:
+    """Best of ``repeats`` runs per path; the paths take turns in each repeat, so that a
+    busy spell of a shared machine does not fall on one path only."""
+    kws = {}
+    for kernel in kernels:
+        kw = dict(batch=batch, device=device, **KERNELS[kernel])
+        if kernel != "default":  # the default run passes no flags (the engine picks threads)
+            kw["num_threads"] = threads
+        model.run(20.0, **kw)  # warm-up
+        kws[kernel] = kw
+    walls: dict[str, list[float]] = {k: [] for k in kernels}
+    recs = {}
+    for _ in range(repeats):
+        for kernel, kw in kws.items():
+            recs[kernel] = model.run(duration_ms, seed=1, **kw)
+            walls[kernel].append(recs[kernel].info["wall_s"])
+    out = []
+    for kernel in kernels:
+        rec, wall = recs[kernel], min(walls[kernel])
+        out.append({"engine": "torch", "kernel": kernel, "ran": rec.info["kernel"],
+                    "noise_rng": rec.info["noise_rng"], "device": rec.info["device"],
+                    "batch": batch, "threads": rec.info["threads"], "wall_s": wall,
+                    "walls_s": walls[kernel], "per_trial_s": wall / batch, "spikes": len(rec),
+                    "exc_rate_hz": float(rec.rates_hz("trial", model.exc).mean())})
+    return out
 
 
 def _time_brian2(model, mode: str, duration_ms: float) -> dict:
@@ -173,15 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                "torch": [], "brian2": []}
         for b in case["batches"]:
             for threads in args.threads:
-                for kernel in kernels:
-                    if kernel == "default" and threads != args.threads[0]:
-                        continue  # no flags: one run, whatever --threads lists
-                    r = _time_torch(model, b, args.device, threads, args.duration_ms, kernel,
-                                    args.repeats)
+                # no flags: one run, whatever --threads lists
+                ks = [k for k in kernels if k != "default" or threads == args.threads[0]]
+                for r in _time_torch(model, b, args.device, threads, args.duration_ms, ks,
+                                     args.repeats):
                     row["torch"].append(r)
-                    print(f"{case['name']:>22} torch {kernel:>11} batch {b:>2} threads "
-                          f"{threads}: {r['wall_s']:8.3f} s ({r['per_trial_s']:.4f} s/trial, "
-                          f"exc {r['exc_rate_hz']:.2f} Hz)", flush=True)
+                    print(f"{case['name']:>22} torch {r['kernel']:>11} batch {b:>2} threads "
+                          f"{r['threads']}: {r['wall_s']:8.3f} s ({r['per_trial_s']:.4f} "
+                          f"s/trial, exc {r['exc_rate_hz']:.2f} Hz)", flush=True)
         for mode in modes:
             try:
                 r = _time_brian2(model, mode, args.duration_ms)
