@@ -415,7 +415,8 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
                                       if isinstance(v, float)}
                                   for k, r in (("cross", cross["mean"]),
                                                ("single", single["mean"]))}  # fmt: skip
-        _table1_figure(plt, run, cross, single, sources)
+        ridge = {r["subject"]: r for r in table1 if r["model"].startswith("per-subject ridge")}
+        _table1_figure(plt, run, cross, single, sources, ridge or None)
         id_keys = [k for k in ("image_2way", "semantic_2way", "two_way_low", "two_way_high")
                    if k in cross["mean"]]  # fmt: skip
         rel = {k: cross["mean"][k] / single["mean"][k] - 1 for k in id_keys}
@@ -708,16 +709,19 @@ def _recon_metrics(stimuli, ids, images, attrs, pipe, targets, run, rec_kw,
     return reconstruction_metrics(images, true, ta, evaluator=evaluator)
 
 
-def _table1_figure(plt, run, cross, single, sources) -> None:
+def _table1_figure(plt, run, cross, single, sources, ridge=None) -> None:
     ks = [k for k in ("image_2way", "semantic_2way", "image_retrieval", "brain_retrieval",
                       "two_way_low", "two_way_high", "shape_accuracy") if k in cross["mean"]]
     fig, ax = plt.subplots(figsize=(1.3 * len(ks) + 2, 3.4))
     x = np.arange(len(ks))
-    for j, (label, d, c) in enumerate((("MindBridge (1 model)", cross, "C3"),
-                                       ("per-subject models", single, "C0"))):
-        vals = np.array([[d[s][k] for k in ks] for s in sources])
-        ax.bar(x + (j - 0.5) * 0.38, vals.mean(0), 0.38, color=c, label=label,
-               yerr=vals.std(0), capsize=2)  # fmt: skip
+    bars = [("MindBridge (1 model)", cross, "C3"), ("per-subject models", single, "C0")]
+    if ridge is not None:
+        bars.append(("per-subject ridge (reference)", ridge, "0.6"))
+    width = 0.8 / len(bars)
+    for j, (label, d, c) in enumerate(bars):
+        vals = np.array([[d[s].get(k, np.nan) for k in ks] for s in sources])
+        ax.bar(x + (j - (len(bars) - 1) / 2) * width, vals.mean(0), width, color=c,
+               label=label, yerr=vals.std(0), capsize=2)  # fmt: skip
     ax.set_xticks(x, ks, rotation=20)
     ax.set(ylim=(0, 1.05), ylabel="score", title=f"Table 1: mean over {len(sources)} subjects")
     ax.legend(fontsize=8)
