@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2, help="epochs timed (then extrapolated)")
     ap.add_argument("--full-epochs", type=int, default=40, help="the full config's epochs")
+    ap.add_argument("--pool", type=int, default=2048, help="pool_size (the full config's)")
     ap.add_argument("--recon", type=int, default=64, help="images reconstructed")
     ap.add_argument("--steps", type=int, default=20, help="denoising steps")
     args = ap.parse_args()
@@ -62,13 +63,16 @@ def main() -> None:
                                 targets.text[rows] if targets.text is not None else None)
 
     t0 = time.perf_counter()
-    model = MindBridge(n_epochs=args.epochs, verbose=False).fit(train.select(sources), targets)
+    model = MindBridge(n_epochs=args.epochs, pool_size=args.pool, verbose=False)
+    model.fit(train.select(sources), targets)
     t_fit = time.perf_counter() - t0
     steps = int(np.ceil(max(np.unique(train.subjects[s].stim_ids).size for s in sources) / 50))
     per_epoch = t_fit / args.epochs
     print(f"fit: {per_epoch:.1f} s per epoch ({steps} steps of 4 x 50 samples; "
           f"{steps * 200 / per_epoch:.0f} samples/s); {args.full_epochs} epochs -> "
-          f"{per_epoch * args.full_epochs / 60:.1f} min")
+          f"{per_epoch * args.full_epochs / 60:.1f} min; the full config's 6 such fits "
+          f"(the model; 4 per-subject models, about one; 4 ablation models) -> "
+          f"{6 * per_epoch * args.full_epochs / 60:.0f} min")
 
     t0 = time.perf_counter()
     own = np.random.default_rng(0).permutation(np.unique(train.subjects["subj05"].stim_ids))
