@@ -106,7 +106,7 @@ def sync_buffers(module: torch.nn.Module, before: list[torch.Tensor], size: int,
         if mode == "mean" and b.dtype.is_floating_point:
             dist.all_reduce(b)
             b.div_(size)
-        else:
+        else:  # counters (e.g. num_batches_tracked): summed, or one rank's step in "mean"
             delta = b - old
             dist.all_reduce(delta)
-            b.copy_(old + delta)
+            b.copy_(old + (delta // size if mode == "mean" else delta))
