@@ -10,7 +10,8 @@ it runs 1.6x slower, and one thread 2.5x. So:
 - ``n_jobs`` in the run config (``--n-jobs`` on the command line), as in MNE: the number of
   CPUs a run may use, ``-1`` for all of them; ``0`` and values below ``-1`` are refused. The
   default is 1: one torch thread, the fastest for the suite's small models on a shared
-  machine (measured 4.2 s on 1 thread vs 17.9 s on 2 for a HiSTN fit, ``bench_load.py``);
+  machine (a HiSTN fit: 4.2 s on 1 thread vs 17.9 s on 2 in issue 16; 30 HiSTN steps with
+  the passive policy at load 3.7: 0.8 s vs 2.0 s);
 - a job with independent trials, folds or sweep points runs them in ``n_jobs`` worker
   processes (joblib's loky backend; :func:`parallel_map`), each with one torch thread, rather
   than in threads; a job without such units gives its one process ``n_jobs`` torch threads.
