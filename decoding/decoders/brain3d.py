@@ -800,6 +800,9 @@ def guide_latents(
     n_samples: int = 16,
     prior_weight: float = 0.05,
     side_weight: float = 0.5,
+    sil_weight: float = 1.0,
+    fit_scale: bool = False,
+    fit_rotation: bool = False,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Optimise latents so that renders of their fields agree with 2D images (camera view).
@@ -809,7 +812,11 @@ def guide_latents(
     (``position +- size`` in image fractions); the shape latent, a rotation correction
     (axis-angle), a log-scale correction and the colour move; a second, side view is held
     near its initial render (the image says nothing about it) and the shape latent near its
-    start (``prior_weight``). Adam, ``n_steps`` steps.
+    start (``prior_weight``). ``sil_weight`` weighs a silhouette term (the rendered
+    silhouette against pixels that differ from the background colour); ``fit_scale`` and
+    ``fit_rotation`` say whether size and rotation move too (off by default: towards the
+    true stimulus itself, moving them lowered the IoU on subject 1, 0.409 -> 0.378, as the
+    size drifted). Adam, ``n_steps`` steps.
 
     Returns
     -------
@@ -854,7 +861,8 @@ def guide_latents(
     views = torch.as_tensor(np.stack([np.eye(3), view_rotation(0.0, 90.0)]), dtype=dtype)
     with torch.no_grad():
         sil0, _ = render_occupancy(shape, z0, R0, rgb0, views[1:], resolution, n_samples)
-    opt = torch.optim.Adam([z, w, log_s, rgb_logit], lr=lr)
+    params = [z, rgb_logit] + ([w] if fit_rotation else []) + ([log_s] if fit_scale else [])
+    opt = torch.optim.Adam(params, lr=lr)
     for p in shape.parameters():
         p.requires_grad_(False)
     for _ in range(int(n_steps)):
@@ -863,7 +871,7 @@ def guide_latents(
         sil, col = render_occupancy(shape, z, R, rgb, views, resolution, n_samples,
                                     scale=torch.exp(log_s))
         comp = col[:, 0] + (1 - sil[:, 0, ..., None]) * bg[:, None, None]
-        loss = ((comp - crop) ** 2).mean() + ((sil[:, 0] - sil_target) ** 2).mean()
+        loss = ((comp - crop) ** 2).mean() + sil_weight * ((sil[:, 0] - sil_target) ** 2).mean()
         loss = loss + side_weight * ((sil[:, 1] - sil0[:, 0]) ** 2).mean()
         loss = loss + prior_weight * ((z - z0) ** 2).sum(1).mean()
         opt.zero_grad()

@@ -62,16 +62,16 @@ class Brain3DParams(BaseModel):
         "auto", description="2D image guiding stage 2: the reconstruction generator "
         "(decoding.generation.default_pipeline) when shipped ('auto'), else a ridge image "
         "from early visual cortex")
-    guidance_steps: int = Field(30, ge=0)
+    guidance_steps: int = Field(20, ge=0)
     guidance_lr: float = Field(0.05, gt=0)
-    guidance_subset: int = Field(32, ge=1, description="test images guided per subject")
+    guidance_subset: int = Field(16, ge=1, description="test images guided per subject")
     guidance_resolution: int = Field(16, ge=4)
     guidance_samples: int = Field(16, ge=4)
     baseline_2d: bool = Field(True, description="stage 2 on the decoded 2D image alone")
     diagnosis: bool = True
     diag_subjects: list[int] | None = Field(None, description="default: all subjects")
     diag_kinds: list[Literal["noise", "silence", "lesion"]] = ["noise", "silence", "lesion"]
-    diag_patients: int = Field(4, ge=1, description="patients per subject, ROI and kind")
+    diag_patients: int = Field(3, ge=1, description="patients per subject, ROI and kind")
     diag_batch: int = Field(16, ge=2, description="test images per patient")
     diag_resolution: int = Field(16, ge=8)
     contributions: bool = True
