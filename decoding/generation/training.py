@@ -487,4 +487,5 @@ def train_stimulus_diffusion(
     pipe.save_pretrained(out)
     return {"pipeline": pipe, "ae_history": ae_hist, "unet_history": unet_hist,
             "ae_psnr": ae_psnr, "ae_ssim": ae_ssim,
+            "monitor_evaluator": getattr(evaluator, "identifier", None),
             "seconds": {"data": t_data, "autoencoder": t_ae, "diffusion": t_unet}}  # fmt: skip

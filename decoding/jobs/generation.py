@@ -109,7 +109,7 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
             log=run.log,
         )  # fmt: skip
         training = {k: res[k] for k in ("ae_history", "unet_history", "ae_psnr", "ae_ssim",
-                                        "seconds")}  # fmt: skip
+                                        "monitor_evaluator", "seconds")}  # fmt: skip
         (folder / "training.json").write_text(json.dumps(training, indent=1))
         pipe = res["pipeline"]
         source = f"trained in this run ({sum(res['seconds'].values()) / 60:.1f} min)"
@@ -246,9 +246,11 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
         a2.set_ylim(0, 1)
         a2.legend(fontsize=7)
         fig.tight_layout()
+        monitor = training.get("monitor_evaluator", "the evaluator of this report")
         run.add_figure(fig, "training", caption=(
             "Training: loss and the shape / colour accuracy of images generated (10 "
-            "DPM-Solver++ steps, guidance 3) from true embeddings of validation images."))
+            "DPM-Solver++ steps, guidance 3) from true embeddings of validation images, read "
+            f"by {monitor}."))
         metrics["autoencoder_psnr"] = training["ae_psnr"]
         metrics["autoencoder_ssim"] = training["ae_ssim"]
         metrics["training_minutes"] = sum(training["seconds"].values()) / 60

@@ -119,15 +119,15 @@ def test_diffusion_loss_drops_conditions_at_the_stated_rates():
 
     cond = Spy(3, 2)
     unet = make_unet(cond.cond_dim, block_out_channels=(8, 8))
-    b = 20000
+    b = 8000
     batch = (torch.zeros(b, 4, 4, 4), torch.zeros(b, 3), torch.zeros(b, 2))
     parts = nn.ModuleDict({"unet": unet, "conditioner": cond})
     with torch.no_grad():
         loss(parts, batch, torch.Generator().manual_seed(0))
     both = (seen["img"] & seen["txt"]).float().mean()
-    assert float(both) == pytest.approx(0.1, abs=0.01)
-    assert float(seen["img"].float().mean()) == pytest.approx(0.15, abs=0.01)
-    assert float(seen["txt"].float().mean()) == pytest.approx(0.15, abs=0.01)
+    assert float(both) == pytest.approx(0.1, abs=0.015)
+    assert float(seen["img"].float().mean()) == pytest.approx(0.15, abs=0.015)
+    assert float(seen["txt"].float().mean()) == pytest.approx(0.15, abs=0.015)
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch + diffusers: ~30 s when loaded
