@@ -477,7 +477,7 @@ def _diagnosis(params, run, model, train, tests, names, rng, corrupt_betas, plt)
                                                        for s in params.diag_subjects]
     rois_all = [r for r in model.rois if all(r in model.layouts_[s] for s in subs)]
     feats, labels, kinds = [], [], []
-    clean_cache = {}
+    clean_cache, clean_lat = {}, {}
     jobs = [(s, r, k, p) for s in subs for r in rois_all for k in params.diag_kinds
             for p in range(params.diag_patients)]
     for s, roi, kind, _ in run.progress(jobs, desc="disorders"):
@@ -490,6 +490,7 @@ def _diagnosis(params, run, model, train, tests, names, rng, corrupt_betas, plt)
             if tr_sub.mask_img is not None:
                 coords = tr_sub.voxel_coords_mni()[cols]
             clean = model.predict_latents(s, T["betas"])
+            clean_lat[s] = clean
             clean_sc = _score(shape, clean, T["truth"], params.diag_resolution)
             clean_cache[s] = (Xtr.mean(0), Xtr.std(0) + 1e-6, model.subject_roi(tr_sub), coords,
                               clean_sc)
@@ -502,7 +503,15 @@ def _diagnosis(params, run, model, train, tests, names, rng, corrupt_betas, plt)
         lat = model.predict_latents(s, bad)
         sc = _score(shape, lat, _subset(T["truth"], b), params.diag_resolution)
         drop = [np.nanmean(sc[m]) - np.nanmean(clean_sc[m][b]) for m in METRICS]
-        feats.append(np.nan_to_num(drop))
+        # how far each decoded attribute moved from the healthy decoding of the same trials
+        cl = clean_lat[s]
+        shift = [np.abs(lat["shape_probs"] - cl["shape_probs"][b]).sum(1).mean(),
+                 np.degrees(np.arccos(np.clip(np.abs((lat["axis"] * cl["axis"][b]).sum(1)),
+                                              0, 1))).mean(),
+                 np.abs(np.log(lat["size"] / cl["size"][b])).mean(),
+                 np.linalg.norm(lat["position"] - cl["position"][b], axis=1).mean(),
+                 np.linalg.norm(lat["rgb"] - cl["rgb"][b], axis=1).mean()]
+        feats.append(np.nan_to_num(np.concatenate([drop, shift])))
         labels.append(roi)
         kinds.append(kind)
     X = np.asarray(feats)
@@ -524,9 +533,11 @@ def _diagnosis(params, run, model, train, tests, names, rng, corrupt_betas, plt)
     run.add_table("diagnosis_confusion", rows, caption=(
         f"Disorder diagnosis: corrupted ROI (rows) vs diagnosed ROI, {len(X)} simulated "
         f"patients ({', '.join(params.diag_kinds)}), cross-validated logistic regression on "
-        f"the drops of {len(METRICS)} metrics; accuracy {acc:.2f}, chance "
+        f"the drops of {len(METRICS)} metrics and the shifts of 5 decoded attributes (shape "
+        f"probabilities, axis, size, position, colour) from the healthy decoding; accuracy "
+        f"{acc:.2f}, chance "
         f"{1 / len(rois_all):.2f}."))
-    drops = np.stack([X[y == c].mean(0) for c in range(len(rois_all))])
+    drops = np.stack([X[y == c, :len(METRICS)].mean(0) for c in range(len(rois_all))])
     drop_rows = [{"ROI": r, **{LABELS[m]: round(float(drops[i, j]), 4)
                                for j, m in enumerate(METRICS)}} for i, r in enumerate(rois_all)]
     run.add_table("diagnosis_drops", drop_rows, caption=(
