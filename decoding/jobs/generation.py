@@ -153,8 +153,18 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
     speed = len(samples) / t_gen
     k = p.n_samples
     first = samples.reshape(p.n_test, k, 64, 64, 3)[:, 0]
-    sel = select_samples(samples, E_img, extractor=fx, true_images=test.images)
-    oracle = samples.reshape(p.n_test, k, 64, 64, 3)[np.arange(p.n_test), sel.oracle_index]
+    sel = select_samples(samples, E_img, extractor=fx)
+    # the oracle some public code uses: the sample closest to the TRUE image in the space the
+    # metric is computed in (MindBridge picks by CLIP and reports CLIP 2-way); here the
+    # evaluator's high layer. With true embeddings, agreement with the (true) stimnet
+    # embedding is a fair brain-derived stand-in; the oracle is shown only to measure inflation.
+    hs = ev.high(samples).reshape(p.n_test, k, -1)
+    ht = ev.high(test.images)
+    zs = (hs - hs.mean(-1, keepdims=True)) / (hs.std(-1, keepdims=True) + 1e-12)
+    zt = (ht - ht.mean(-1, keepdims=True)) / (ht.std(-1, keepdims=True) + 1e-12)
+    oracle_idx = np.einsum("nkd,nd->nk", zs, zt).argmax(1)
+    oracle = samples.reshape(p.n_test, k, 64, 64, 3)[np.arange(p.n_test), oracle_idx]
+    metrics["selection_agrees_with_oracle"] = float(np.mean(oracle_idx == sel.index))
 
     # ---- baselines -------------------------------------------------------------------
     sim = E_img @ R_img.T
@@ -180,8 +190,8 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
         f"accuracy: chance 0.125, the evaluator reads the TRUE images at "
         f"{metrics['evaluator_shape_accuracy_true']:.2f} / "
         f"{metrics['evaluator_colour_accuracy_true']:.2f}. The oracle row picks the sample "
-        "closest to the true image, as some public decoding code does: it is shown only to "
-        "measure the inflation."))  # fmt: skip
+        "closest to the true image in the evaluator's high-level space, as some public "
+        "decoding code picks by CLIP: it is shown only to measure the inflation."))  # fmt: skip
     keys = ("generated", "selected", "oracle", "retrieval", "regression")
     for key, row in zip(keys, table):
         for mk, mv in row.items():
@@ -261,7 +271,7 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
     _claim(run, "shape_kept", "From true embeddings the generated images keep the shape class "
            "(chance 1/8), above the regression baseline",
            f"{g['shape_accuracy']:.2f} vs regression {r['shape_accuracy']:.2f}",
-           "holds" if g["shape_accuracy"] > max(0.25, r["shape_accuracy"]) else (
+           "holds" if g["shape_accuracy"] > max(0.25, r["shape_accuracy"] + 0.05) else (
                "weaker" if g["shape_accuracy"] > 0.125 else "does not hold"),
            "true_vs_generated")  # fmt: skip
     _claim(run, "colour_kept", "From true embeddings the generated images keep the colour, "
