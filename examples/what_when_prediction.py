@@ -34,8 +34,9 @@ probe_rates, _ = reservoir_rates(reservoir, task.probe(20), tau_filter_ms=20.0, 
 # scheduled attention gate: open around the cue (0 ms) and the stimulus onset
 gate = scheduled_gate(np.c_[np.zeros(train.n_trials), train.onset_ms], train.n_steps,
                       train.dt_ms, width_ms=30.0, baseline=0.2)
-three = ThreeFactorReadout(eta=0.1, tau_e_ms=5.0, kappa=0.5, n_replay=50, buffer_trials=60,
-                           store_margin_ms=30.0)
+# the default rule: standardised inputs + bias synapse, eta 0.2, tau_e 2 ms, kappa 1, and a
+# 200-trial consolidation buffer (see the README's what/when section for why)
+three = ThreeFactorReadout(store_margin_ms=30.0)
 for i in range(0, train.n_trials, 2):
     sl = slice(i, i + 2)
     three.partial_fit(rates[sl], train.targets[sl], gate[sl], train.onset_ms[sl])  # "when"
