@@ -3,7 +3,10 @@
 Five tasks of sklearn's 8x8 digits, each with its own fixed pixel permutation, learned one
 after another. An active-dendrites network (Iyer et al. 2022) reads a one-hot task context
 through its dendritic segments; the plain MLP of the same hidden sizes does not.
-The full comparison (10 tasks, 3 seeds, 4 networks) is the `dendrites_continual` job:
+Here (seed 0) it prints a final accuracy on the 5 tasks of 0.60 for the dendritic network and
+0.56 for the MLP, with forgetting 0.31 against 0.49. Whether dendrites win depends on the
+network size and the segment init gain: the job's sweep shows where (README, active dendrites).
+The full comparison (10 tasks, 3 seeds, 4 networks, the sweep) is the `dendrites_continual` job:
     neurosuite run configs/sim/dendrites_continual.yaml
 """
 
