@@ -177,9 +177,13 @@ def claims_table_html(rows: list[tuple[Section | None, Claim]], with_stage: bool
         elif with_stage:
             stage = "<td></td>"
         fig = ""
-        if c.figure:
+        names = {f.name or Path(f.path).stem for f in (sec.figures or [])
+                 if Path(f.path).is_file()} if sec is not None else set()
+        if c.figure and c.figure in names:
             fig = (f'<a href="#{html.escape(_fig_id(anchor, c.figure))}">'
                    f"{html.escape(c.figure)}</a>")
+        elif c.figure:  # the job named a figure it did not draw: no dead link
+            fig = f"{html.escape(c.figure)} (not drawn)"
         vclass = "v-" + c.verdict.replace(" ", "-") if c.verdict in VERDICTS else ""
         body.append(
             f"<tr>{stage}<td>{html.escape(c.claim)}</td><td>{html.escape(c.value)}</td>"

@@ -34,6 +34,8 @@ def claim_job(params: ClaimParams, run) -> dict:
     verdict = "holds" if abs(m) < 3 / np.sqrt(params.n) else "does not hold"
     run.add_claim("mean", "the sample mean is within 3 standard errors of 0",
                   f"mean {m:.3f} (n = {params.n})", verdict, figure="hist")
+    run.add_claim("ghost", "a claim whose figure was never drawn", "-", "weaker",
+                  figure="missing")
     run.add_table("draws", [{"i": i, "x": float(v)} for i, v in enumerate(x)])
     run.add_table("summary", [{"mean": m}])
     if params.fail_after_claim:
@@ -93,6 +95,7 @@ def test_run_report_opens_on_claims_then_figures(claim_cfg, tmp_path):
     # the claim links to the figure's anchor, which exists
     link = re.search(r'<a href="#([^"]+)">hist</a>', html).group(1)
     assert f'<figure id="{link}">' in html
+    assert "missing (not drawn)" in html and '">missing</a>' not in html
     # the long table and the metrics are collapsed, the short table is not
     assert re.search(r"<details><summary><strong>draws</strong>", html)
     assert not re.search(r"<details><summary><strong>summary</strong>", html)
@@ -116,7 +119,8 @@ def test_tour_opens_on_one_claims_table_over_the_stages(claim_cfg, monkeypatch, 
     assert claims_at < stages_at < fig_at
     table = body[claims_at:body.index("</table>", claims_at)]
     rows = re.findall(r"<tr>(.*?)</tr>", table)[1:]
-    assert len(rows) == 2  # one claim per stage; the failed stage's claim is kept
+    assert len(rows) == 4  # two claims per stage; the failed stage's claims are kept
+    rows = [r for r in rows if "never drawn" not in r]
     for stage_no, row in zip((1, 2), rows, strict=True):
         stage_link, fig_link = re.findall(r'<a href="#([^"]+)">', row)
         assert f'id="{stage_link}"' in body and f"{stage_no}. " in row
