@@ -441,16 +441,20 @@ def brain3d(params: Brain3DParams, run) -> dict:
             _claim(run, "v1_dominates", "V1 dominates among the early ROIs",
                    f"IoU alone: V1 {v1:.3f}, V2-hV4 {', '.join(f'{o:.3f}' for o in others)}",
                    "holds" if v1 >= max(others) else "does not hold", figure="contributions")
-        if con.get("hemispheres"):
-            h = con["hemispheres"]
-            left_detail = h["left"]["chamfer"] < h["right"]["chamfer"]
-            right_sil = h["right"]["silhouette_iou"] > h["left"]["silhouette_iou"]
+        if con.get("hemisphere_tests"):
+            h, ht = con["hemispheres"], con["hemisphere_tests"]
+            # a side "gives" more only if the paired difference is significant (Wilcoxon)
+            left_detail = (h["left"]["chamfer"] < h["right"]["chamfer"]
+                           and ht["chamfer"]["wilcoxon_p"] < 0.05)
+            right_sil = (h["right"]["silhouette_iou"] > h["left"]["silhouette_iou"]
+                         and ht["silhouette_iou"]["wilcoxon_p"] < 0.05)
             _claim(run, "hemispheres", "The left hemisphere gives finer detail (Chamfer), the "
                    "right the silhouette",
-                   f"Chamfer L {h['left']['chamfer']:.3f} / R {h['right']['chamfer']:.3f}; "
-                   f"silhouette IoU L {h['left']['silhouette_iou']:.3f} / R "
-                   f"{h['right']['silhouette_iou']:.3f} (the simulated hemispheres are "
-                   "mirror images: each sees the contralateral hemifield)",
+                   f"Chamfer L {h['left']['chamfer']:.3f} / R {h['right']['chamfer']:.3f} "
+                   f"(Wilcoxon p {ht['chamfer']['wilcoxon_p']:.2g}); silhouette IoU L "
+                   f"{h['left']['silhouette_iou']:.3f} / R {h['right']['silhouette_iou']:.3f} "
+                   f"(p {ht['silhouette_iou']['wilcoxon_p']:.2g}); the simulated hemispheres "
+                   "are mirror images (each sees the contralateral hemifield)",
                    "holds" if left_detail and right_sil else
                    ("weaker" if left_detail or right_sil else "does not hold"),
                    figure="contributions")
@@ -594,6 +598,7 @@ def _contributions(params, run, make, train, test, tests, names, shape, plt) -> 
                                                              "right")]
     out: dict[str, dict[str, dict[str, float]]] = {"alone": {}, "cumulative": {},
                                                     "hemispheres": {}}
+    per_object: dict[str, dict[str, np.ndarray]] = {}
     for group, label, rois, hemi in run.progress(sets, desc="ROI sets"):
         scores = []
         for s in subs:
@@ -607,10 +612,21 @@ def _contributions(params, run, make, train, test, tests, names, shape, plt) -> 
             truth = object_targets(te.stimuli, te.subjects[s].stim_ids[rows])
             scores.append(_score(shape, m.predict_latents(s, b), truth, params.eval_resolution))
         if scores:
-            out[group][label] = _mean({k: np.concatenate([d[k] for d in scores])
-                                       for k in scores[0]})
+            pooled = {k: np.concatenate([d[k] for d in scores]) for k in scores[0]}
+            out[group][label] = _mean(pooled)
+            if group == "hemispheres":
+                per_object[label] = pooled
+    if {"left", "right"} <= set(per_object):
+        from scipy.stats import wilcoxon
+
+        tests = {}
+        for k in ("chamfer", "silhouette_iou", "iou"):
+            a, b = per_object["left"][k], per_object["right"][k]
+            tests[k] = {"left_minus_right": float(np.mean(a - b)),
+                        "wilcoxon_p": float(wilcoxon(a, b).pvalue) if np.any(a != b) else 1.0}
+        out["hemisphere_tests"] = tests
     rows = [{"set": g, "ROIs": lab, **{LABELS[k]: round(v[k], 4) for k in METRICS}}
-            for g in out for lab, v in out[g].items()]
+            for g in ("alone", "cumulative", "hemispheres") for lab, v in out[g].items()]
     run.add_table("contributions", rows, caption=(
         f"Decoding from each ROI alone, cumulative ROI sets and each hemisphere (subjects "
         f"{', '.join(subs)}; MNI x < 0 is left)."))
