@@ -34,6 +34,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from data_loaders.schema import EEGDataset
+from decoding import _distributed as ddp
 from decoding._device import resolve_device
 from decoding._pretrained import PretrainedMixin
 from decoding.decoders.label_smoothing import gaussian_soft_labels
@@ -405,6 +406,7 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
                 "steps_per_epoch": int(n_steps), "n_val": int(val.sum()), "best_epoch": None}
         best, best_state = math.inf, None
         offsets = torch.arange(T)
+        rank, world = ddp.world(dev)  # under torchrun / accelerate launch: data-parallel steps
         for epoch in range(n_epochs):
             if epoch == drop_at and epoch > 0:
                 for g in opt.param_groups:
@@ -413,6 +415,9 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
             total = 0.0
             for _ in range(n_steps):
                 pick = rng.choice(len(starts), size=self.batch_size, replace=True, p=p)
+                if world > 1:  # this rank's slice of the batch (every rank draws the same)
+                    pick = pick[ddp.shard(len(pick), rank, world)]
+                    before = ddp.snapshot_buffers(self.module_)
                 if crop:
                     idx = torch.from_numpy(starts[pick])[:, None] + offsets
                     xb = torch.from_numpy(self._scale(
@@ -420,13 +425,20 @@ class TorchEEGClassifier(PretrainedMixin, ClassifierMixin, BaseEstimator):
                 else:
                     xb = Ztr[pick]
                 tb = targets[torch.from_numpy(start_y[pick])]
-                loss = nn.functional.cross_entropy(self.module_(xb.to(dev)), tb.to(dev))
+                if world == 1:
+                    loss = nn.functional.cross_entropy(self.module_(xb.to(dev)), tb.to(dev))
+                else:  # summed over the slice / the whole batch: the summed gradients are
+                    loss = nn.functional.cross_entropy(  # the 1-process batch's gradient
+                        self.module_(xb.to(dev)), tb.to(dev), reduction="sum") / self.batch_size
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:  # BatchNorm: each rank's slice statistics, running stats averaged
+                    ddp.all_reduce_gradients(params, world)
+                    ddp.sync_buffers(self.module_, before, world, mode="mean")
                 opt.step()
                 if hasattr(self.module_, "apply_constraints"):
                     self.module_.apply_constraints()
-                total += float(loss.detach())
+                total += ddp.all_reduce_sum(float(loss.detach()), world)
             hist["train_loss"].append(total / n_steps)
             hist["lr"].append(opt.param_groups[0]["lr"])
             if getattr(self, "bn_recalibrate", False):
