@@ -602,6 +602,8 @@ class HFExtractor(FeatureExtractor):
         inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
         if hasattr(self.model, "get_image_features"):  # CLIP / SigLIP: the joint space
             out = self.model.get_image_features(**inputs)
+            if not isinstance(out, torch.Tensor):  # transformers >= 5 returns an output object
+                out = out.pooler_output
         else:  # DINO / ViT: the CLS token
             out = self.model(**inputs).last_hidden_state[:, 0]
         return out.float().cpu().numpy()

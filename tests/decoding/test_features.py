@@ -134,3 +134,32 @@ def test_default_extractor_learns_the_stimulus_world(tmp_path):
     props = SHAPE_PROPERTIES[main]
     prop_err = np.abs(pred["properties"] - props).mean()
     assert prop_err < 0.6 * np.abs(props - props.mean(0)).mean()
+
+
+def test_hf_extractor_reads_a_local_clip_folder(tmp_path):
+    """A tiny random CLIP saved to disk: the extractor's features are CLIP's joint-space image
+    embeddings (the vision tower's pooled output through the visual projection)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    cfg = transformers.CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "vocab_size": 64, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=12,
+    )
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 32},
+                                           crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(tmp_path)
+    fx = get_extractor("hf", path=tmp_path)
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    got = fx._features(images)
+    pix = proc(images=list(images), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        want = model.visual_projection(model.vision_model(pixel_values=pix).pooler_output)
+    assert fx.dim == 12 and fx.identifier == f"hf-{tmp_path.name}"
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
