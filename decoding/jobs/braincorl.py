@@ -399,9 +399,11 @@ def _claims(run, metrics: dict[str, Any], focus: str, n_mid: int) -> None:
     add("ev_at_context", f"Yu et al. (2025): with {n_mid} context images BraInCoRL explains "
         "about 2x the variance of ridge in higher visual cortex (0.13 vs 0.07 at 100)",
         f"{focus} voxels: EV {bc:.3f} vs ridge {rr:.3f}"
-        + (f" ({ratio:.2f}x)" if ratio is not None else ""),
-        "holds" if ratio is not None and ratio >= 1.5 else
-        "weaker" if ratio is not None and ratio > 1.0 else "does not hold",
+        + (f" ({ratio:.2f}x)" if ratio is not None else
+           " (ridge explains none)" if bc > 0 >= rr else ""),
+        # without a ratio (ridge at or below zero) a positive EV is more than 2x of nothing
+        "holds" if (ratio is not None and ratio >= 1.5) or (ratio is None and bc > 0 >= rr)
+        else "weaker" if ratio is not None and ratio > 1.0 else "does not hold",
         figure="data_efficiency")
     img = m["image_ratio"]
     add("data_efficiency", "ridge needs at least 3x the images to match BraInCoRL "

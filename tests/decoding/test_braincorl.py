@@ -204,3 +204,27 @@ def test_gd_readout_is_one_gradient_step_by_hand():
     before = (Y ** 2).sum(axis=1)
     after = ((Y - w @ Xb.T) ** 2).sum(axis=1)
     assert np.all(after < before)
+
+
+def test_ev_claim_when_ridge_explains_nothing():
+    """With ridge at or below zero EV the ratio is undefined: a positive BraInCoRL EV holds the
+    claim, a non-positive one does not (the demo once called 0.053 vs -0.025 'does not hold')."""
+    from decoding.jobs.braincorl import _claims
+
+    def verdicts(bc, rr):
+        got = {}
+
+        class R:
+            def add_claim(self, name, claim, value, verdict, figure=None):
+                got[name] = verdict
+
+        m = {"higher": {"ev_braincorl_100": bc, "ev_ridge_100": rr,
+                        "ev_ratio_100": round(bc / rr, 3) if rr > 0 else None,
+                        "image_ratio": None}}
+        _claims(R(), m, "higher", 100)
+        return got["ev_at_context"]
+
+    assert verdicts(0.053, -0.025) == "holds"
+    assert verdicts(-0.01, -0.025) == "does not hold"
+    assert verdicts(0.14, 0.07) == "holds"
+    assert verdicts(0.08, 0.07) == "weaker"
