@@ -50,7 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from decoding._checks import check_int
 from decoding._device import resolve_device
+from decoding._registry import Registry
 
 __all__ = [
     "FeatureExtractor",
@@ -64,22 +66,17 @@ __all__ = [
     "shipped_weights",
 ]
 
-_REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {}
+_REGISTRY = Registry("feature extractor")
 
 
 def register_extractor(name: str) -> Callable:
     """Class decorator: make a :class:`FeatureExtractor` available as ``get_extractor(name)``."""
-
-    def deco(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def available_extractors() -> list[str]:
     """Names accepted by :func:`get_extractor`."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_extractor(name: str = "stimnet", **kwargs: Any) -> FeatureExtractor:
@@ -92,11 +89,7 @@ def get_extractor(name: str = "stimnet", **kwargs: Any) -> FeatureExtractor:
     **kwargs
         Passed to the extractor's constructor.
     """
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"name: unknown feature extractor {name!r}; expected one of {available_extractors()}"
-        )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.build(name, **kwargs)
 
 
 #: Weights that ship inside the package, one folder per identifier (package data).
@@ -341,8 +334,7 @@ class StimNetExtractor(FeatureExtractor):
             ("width", width, 4),
             ("image_size", image_size, 16),
         ):
-            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+            check_int(name, val, low)
         self.dim = int(dim)
         self.n_train_images = int(n_train_images)
         self.n_epochs = int(n_epochs)

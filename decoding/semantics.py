@@ -60,7 +60,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from decoding._checks import check_int
 from decoding._device import resolve_device
+from decoding._registry import Registry
 from decoding.features import shipped_weights, unit_norm
 
 __all__ = [
@@ -196,31 +198,22 @@ def tokenize(captions: Sequence[str], max_tokens: int = _MAX_TOKENS) -> np.ndarr
     return out
 
 
-_REGISTRY: dict[str, Callable[..., TextEncoder]] = {}
+_REGISTRY = Registry("text encoder")
 
 
 def register_text_encoder(name: str) -> Callable:
     """Class decorator: make a :class:`TextEncoder` available as ``get_text_encoder(name)``."""
-
-    def deco(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def available_text_encoders() -> list[str]:
     """Names accepted by :func:`get_text_encoder`."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_text_encoder(name: str = "stimtext", **kwargs: Any) -> TextEncoder:
     """Build a registered text encoder (``"stimtext"`` or ``"clip"``)."""
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"name: unknown text encoder {name!r}; expected one of {available_text_encoders()}"
-        )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY.build(name, **kwargs)
 
 
 class TextEncoder:
@@ -322,8 +315,7 @@ class StimTextEncoder(TextEncoder):
     ) -> None:
         for name, val, low in (("dim", dim, 2), ("n_train_images", n_train_images, 16),
                                ("n_steps", n_steps, 1)):  # fmt: skip
-            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+            check_int(name, val, low)
         self.dim, self.n_train_images, self.n_steps = int(dim), int(n_train_images), int(n_steps)
         self.random_state = int(random_state)
         self.features = dict(features or {"name": "stimnet"})

@@ -65,6 +65,7 @@ from torch.nn import functional as F
 
 from data_loaders.schema import FMRIDataset, Stimuli
 
+from .._checks import check_int
 from .._device import resolve_device
 from .._pretrained import PretrainedMixin
 
@@ -505,10 +506,6 @@ def soft_clip_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float)
 # --------------------------------------------------------------------------------------
 # the estimator
 # --------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _check_weight(name: str, value: Any) -> float:
@@ -641,13 +638,13 @@ class MindBridge(PretrainedMixin, BaseEstimator):
 
     # -- validation ----------------------------------------------------------------------
     def _validate_params(self) -> None:
-        _check_int("pool_size", self.pool_size, 2)
-        _check_int("hidden_dim", self.hidden_dim, 2)
-        _check_int("n_blocks", self.n_blocks, 0)
-        _check_int("adapter_dim", self.adapter_dim, 1)
-        _check_int("batch_size", self.batch_size, 2)
-        _check_int("n_epochs", self.n_epochs, 1)
-        _check_int("tune_epochs", self.tune_epochs, 1)
+        check_int("pool_size", self.pool_size, 2)
+        check_int("hidden_dim", self.hidden_dim, 2)
+        check_int("n_blocks", self.n_blocks, 0)
+        check_int("adapter_dim", self.adapter_dim, 1)
+        check_int("batch_size", self.batch_size, 2)
+        check_int("n_epochs", self.n_epochs, 1)
+        check_int("tune_epochs", self.tune_epochs, 1)
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"aggregation: expected one of {list(AGGREGATIONS)}, got {self.aggregation!r}"
@@ -872,7 +869,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             raise ValueError(f"strategy: expected 'reset' or 'full', got {strategy!r}")
         targets = self._check_targets(targets)
         if n_samples is not None:
-            _check_int("n_samples", n_samples, 1)
+            check_int("n_samples", n_samples, 1)
             if n_samples < self.batch_size:
                 raise ValueError(
                     f"n_samples: {n_samples} samples are fewer than batch_size="
@@ -1195,7 +1192,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         ndarray of float32, shape (n, H, W, 3)
             Images in [0, 1].
         """
-        _check_int("n_samples", n_samples, 1)
+        check_int("n_samples", n_samples, 1)
         emb = self.predict_embeddings(subject, betas)
         if pipeline is None:
             from ..generation import default_pipeline
@@ -1232,8 +1229,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
 
     def check_pipeline(self, pipeline: Any, use_text: bool = True) -> None:
         """Refuse a generator whose conditioning does not fit the model's embeddings."""
-        if not hasattr(self, "module_"):
-            raise RuntimeError("MindBridge: the model is not fitted; call fit(...) first")
+        self._check_fitted()
         width = getattr(pipeline, "image_embed_dim", None)
         if width != self.image_dim_:
             raise ValueError(

@@ -52,6 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import _distributed as ddp
+from .._checks import check_int
 from .._device import resolve_device
 from .._pretrained import PretrainedMixin
 from .ridge import _refuse_text
@@ -501,8 +502,7 @@ class BraInCoRL(PretrainedMixin, RegressorMixin, BaseEstimator):
             voxel_batch_size=(self.voxel_batch_size, 1),
         )  # fmt: skip
         for name, (val, low) in ints.items():
-            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+            check_int(name, val, low)
         if self.max_context < self.min_context:
             raise ValueError(
                 f"max_context: expected >= min_context={self.min_context}, got {self.max_context}"

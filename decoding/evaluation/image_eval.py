@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from decoding._checks import check_int
 from decoding._device import resolve_device
 from decoding.features import _check_images, shipped_weights
 
@@ -119,8 +120,7 @@ class ImageEvaluator:
     ) -> None:
         for name, val, low in (("width", width, 4), ("n_train_images", n_train_images, 16),
                                ("n_epochs", n_epochs, 1)):  # fmt: skip
-            if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {val!r}")
+            check_int(name, val, low)
         self.width, self.n_train_images, self.n_epochs = int(width), int(n_train_images), int(
             n_epochs
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_loaders.schema import EEGDataset
+from decoding._checks import check_int
 from decoding.evaluation.metrics import (
     accuracy,
     confusion,
@@ -95,13 +96,6 @@ def contiguous_segments(subject: np.ndarray, trial: np.ndarray, position: np.nda
     return np.cumsum(new) - 1
 
 
-def _check_int(name: str, value, low: int) -> int:
-    """``value`` as int after checking it is an integer (numpy's too) >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def _subjects(ds: EEGDataset, subjects: Sequence[int] | None) -> list[int]:
     present = np.unique(ds.subject).tolist()
     if subjects is None:
@@ -124,8 +118,8 @@ def sd_time_folds(ds: EEGDataset, n_folds: int = 10, subjects: Sequence[int] | N
         Windows dropped from training on each side of the test block (0 as in the paper,
         whose non-overlapping crops only avoid shared samples).
     """
-    n_folds = _check_int("n_folds", n_folds, 2)
-    gap = _check_int("gap", gap, 0)
+    n_folds = check_int("n_folds", n_folds, 2)
+    gap = check_int("gap", gap, 0)
     pos = window_position(ds)
     for s in _subjects(ds, subjects):
         in_s = ds.subject == s
@@ -175,7 +169,7 @@ def si_finetune_folds(ds: EEGDataset, n_calib: int = 10,
     ``n_calib = 10`` is the paper's 10 s for non-overlapping 1-s windows (the paper crops
     its 10 s with a 0.25-s stride; pass the loader's overlap and a larger ``n_calib``).
     """
-    n_calib = _check_int("n_calib", n_calib, 1)
+    n_calib = check_int("n_calib", n_calib, 1)
     pos = window_position(ds)
     for s in _subjects(ds, subjects):
         in_s = ds.subject == s
@@ -268,7 +262,7 @@ def evaluate_protocol(make_estimator: Callable[[], object], ds: EEGDataset, prot
     y = y.astype(np.int64)  # signed: metrics and fold arithmetic on uint8 would wrap
     n_classes = int(y.max()) + 1
     if max_folds is not None:
-        max_folds = _check_int("max_folds", max_folds, 1)
+        max_folds = check_int("max_folds", max_folds, 1)
     folds = list(make_folds(protocol, ds, **fold_kwargs))
     if max_folds is not None:
         folds = folds[:max_folds]
