@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
+from decoding._checks import check_int
+
 __all__ = [
     "StimulusDiffusionPipeline",
     "load_pipeline",
@@ -196,12 +198,8 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
         """
         if output_type not in ("np", "pt", "pil"):
             raise ValueError(f"output_type: expected 'np', 'pt' or 'pil', got {output_type!r}")
-        steps = num_inference_steps
-        if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-            raise ValueError(f"num_inference_steps: expected an int >= 1, got {steps!r}")
-        k = num_images_per_prompt
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"num_images_per_prompt: expected an int >= 1, got {k!r}")
+        steps = check_int("num_inference_steps", num_inference_steps, 1)
+        k = check_int("num_images_per_prompt", num_images_per_prompt, 1)
         if not np.isfinite(guidance_scale) or guidance_scale < 0:
             raise ValueError(
                 f"guidance_scale: expected a finite value >= 0, got {guidance_scale!r}"
