@@ -2,13 +2,21 @@
 
 MindEye (Scotti et al. 2023, 2024) and MindBridge (Wang et al. 2024) score reconstructions by
 2-way identification at a low and a high layer of networks the decoder never saw
-(AlexNet(2)/(5), InceptionV3, CLIP). In the stimulus world the suite trains its own stand-in:
-:class:`ImageEvaluator`, a CNN of another architecture (5x5 first layer, max-pooling,
-group norm, four stages at 64x64 input) and another seed and training set than the
+(AlexNet(2)/(5), InceptionV3, CLIP). In the stimulus world the suite trains its own stand-in,
+the **referee**: :class:`ImageEvaluator`, a small ResNet (5x5 strided stem, four residual
+stages, batch norm; 0.7M parameters) of another architecture, seed and training set than the
 ``stimnet`` features the generators are conditioned on. Its heads read the main object's
-shape class and colour, so the same network is the independent attribute classifier.
+shape class and colour (and which shapes and colours are present), so the same network is
+the attribute classifier that says whether a reconstruction shows the object.
 
-- :meth:`ImageEvaluator.low`: the first stage, pooled to 8x8 (edges and colour blobs; the
+A referee has to see shapes before it can say a generator draws them: v1 (a plain 4-stage
+CNN trained on 6,000 images) read the shape of held-out TRUE images right only 47% of the
+time, so "shape kept" verdicts over blobs passed. v2 trains on 160,000 fresh renders for 3
+epochs (about 25 min on one core) and reads held-out true images' shape and colour at the
+accuracies its ``config.json`` records (``held_out_shape_accuracy``, over 2,000 renders of
+a seed no other model uses); a test holds the shipped one to >= 0.97 / >= 0.98.
+
+- :meth:`ImageEvaluator.low`: the stem, pooled to 8x8 (edges and colour blobs; the
   AlexNet(2) stand-in).
 - :meth:`ImageEvaluator.high`: the global pool of the last stage (object identity; the
   AlexNet(5) / CLIP stand-in).
@@ -24,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,27 +64,44 @@ def to_uint8(images: Any, name: str = "images") -> np.ndarray:
     return np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
 
 
-class _EvalNet(nn.Module):
-    """5x5 strided stem, then 3 stages of (3x3 conv, GroupNorm, GELU, max-pool).
+class _Block(nn.Module):
+    """Basic residual block (He et al. 2016): two 3x3 convolutions with batch norm."""
 
-    (Two convolutions per stage, tried as v2, read shapes worse: 0.29 vs 0.42 held out.)
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+        )  # fmt: skip
+        self.skip = (
+            nn.Identity() if c_in == c_out and stride == 1
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                               nn.BatchNorm2d(c_out))
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class _EvalNet(nn.Module):
+    """A small ResNet: 5x5 strided stem, then four residual stages (widths w, 2w, 4w, 8w).
+
+    v1 (a 4-stage plain CNN trained on 6,000 images) read the main object's shape of held-out
+    images right only 47% of the time, too weak to referee generated shapes; this one is
+    trained on 20x as many images (module docstring). ``stimnet`` uses 3x3 plain
+    convolutions, another seed and another training set.
     """
 
     def __init__(self, width: int = 24, n_classes: int = 8) -> None:
         super().__init__()
         w = width
-
-        def stage(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.GELU(),
-                nn.MaxPool2d(2),
-            )  # fmt: skip
-
         self.stem = nn.Sequential(
-            nn.Conv2d(3, w, 5, stride=2, padding=2), nn.GroupNorm(4, w), nn.GELU()
+            nn.Conv2d(3, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU()
         )  # 32x32
-        self.stages = nn.Sequential(stage(w, 2 * w), stage(2 * w, 4 * w), stage(4 * w, 4 * w))
-        self.head = nn.Linear(4 * w, 2 * n_classes + 2 * n_classes)
+        self.stages = nn.Sequential(
+            _Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2), _Block(4 * w, 8 * w, 2)
+        )  # 32 -> 4
+        self.head = nn.Linear(8 * w, 2 * n_classes + 2 * n_classes)
         self.n_classes = n_classes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,25 +111,48 @@ class _EvalNet(nn.Module):
         return low, high, self.head(high)
 
 
+def _present_targets(attributes: dict[str, np.ndarray]) -> torch.Tensor:
+    """Multi-hot ``(n, 16)``: which shape classes and which colours are in each image."""
+    shapes, colours = attributes["shapes"], attributes["colours"]
+    present = torch.zeros(len(shapes), 16)
+    for k in range(shapes.shape[1]):
+        s, c = torch.from_numpy(shapes[:, k]), torch.from_numpy(colours[:, k])
+        ok = (s >= 0).nonzero()[:, 0]
+        present[ok, s[ok].long()] = 1.0
+        present[ok, 8 + c[ok].long()] = 1.0
+    return present
+
+
 class ImageEvaluator:
-    """Independent evaluation CNN for reconstructions (module docstring).
+    """Independent evaluation CNN for reconstructions, the referee (module docstring).
 
     Parameters
     ----------
     width : int
-        Channels of the first layer (24 by default; ``stimnet`` uses 32 and 3x3 convs).
+        Channels of the stem (24 by default: a 0.7M-parameter ResNet; ``stimnet`` uses
+        32 and plain 3x3 convs).
     n_train_images : int
         Stimulus-world images rendered to train it (a seed no other suite model uses).
     n_epochs : int
-        Training epochs.
+        Training epochs (each image is seen once per epoch, mirrored at random).
     random_state : int
         Seed of its images and weights (default 4242; ``stimnet`` uses 0).
     data_home : path-like, optional
         Cache root (default :func:`data_loaders.cache.data_home`).
+    weights : path-like, optional
+        A folder holding ``model.safetensors`` (+ ``config.json``) to load instead of the
+        shipped or cached weights; a missing or damaged folder is an error naming it.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     verbose : bool | None
         Progress bar while training.
+
+    Attributes
+    ----------
+    identifier : str
+        ``imageeval-v2-<hash of the configuration>``.
+    info : dict
+        The saved training record (held-out shape / colour accuracy, image count).
     """
 
     image_size = 64
@@ -111,10 +160,11 @@ class ImageEvaluator:
     def __init__(
         self,
         width: int = 24,
-        n_train_images: int = 6000,
-        n_epochs: int = 8,
+        n_train_images: int = 160_000,
+        n_epochs: int = 3,
         random_state: int = 4242,
         data_home: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = None,
         device: str = "cpu",
         verbose: bool | None = None,
     ) -> None:
@@ -127,24 +177,45 @@ class ImageEvaluator:
         self.random_state = int(random_state)
         self.device = resolve_device(device)
         self.verbose = verbose
-        key = dict(v=1, w=self.width, n=self.n_train_images, ep=self.n_epochs,
+        key = dict(v=2, w=self.width, n=self.n_train_images, ep=self.n_epochs,
                    seed=self.random_state)  # fmt: skip
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        self.identifier = f"imageeval-v1-{digest}"
+        self.identifier = f"imageeval-v2-{digest}"
         from data_loaders.cache import data_home as _data_home
 
-        self.folder = shipped_weights(self.identifier) or (
-            _data_home(data_home) / "evaluation" / self.identifier
-        )
         self.net = _EvalNet(self.width)
-        if not (self.folder / "model.safetensors").is_file():
-            self._train()
+        if weights is not None:
+            self.folder = Path(weights)
+            if not (self.folder / "model.safetensors").is_file():
+                raise FileNotFoundError(
+                    f"weights: expected a folder with model.safetensors, got {str(self.folder)!r}"
+                )
+        else:
+            self.folder = shipped_weights(self.identifier) or (
+                _data_home(data_home) / "evaluation" / self.identifier
+            )
+            if not (self.folder / "model.safetensors").is_file():
+                self._train()
+        self._load(self.folder)
+        self.net.eval().to(self.device)
+
+    def _load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        self.net.load_state_dict(load_file(str(self.folder / "model.safetensors")))
-        self.net.eval().to(self.device)
-        cfg = self.folder / "config.json"
-        self.info = json.loads(cfg.read_text()) if cfg.is_file() else {}
+        path = folder / "model.safetensors"
+        try:
+            state = load_file(str(path))
+            self.net.load_state_dict(state)
+        except Exception as err:  # truncated file, wrong width, other network
+            raise ValueError(
+                f"weights: cannot load the image evaluator from {str(path)!r} ({err}); "
+                "delete the folder to retrain it, or pass the matching width"
+            ) from err
+        cfg = folder / "config.json"
+        try:
+            self.info = json.loads(cfg.read_text()) if cfg.is_file() else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"weights: {str(cfg)!r} is not valid JSON ({err})") from err
 
     def __repr__(self) -> str:
         return f"ImageEvaluator(identifier={self.identifier!r})"
@@ -159,59 +230,58 @@ class ImageEvaluator:
 
         stim = render_stimuli(self.n_train_images, image_size=64,
                               random_state=self.random_state + 31337)  # fmt: skip
-        n_val = max(2, self.n_train_images // 10)
-        x = _to_tensor(stim.images, self.image_size)
+        val = render_stimuli(max(16, min(2000, self.n_train_images // 10)), image_size=64,
+                             random_state=self.random_state + 31338)  # fmt: skip
+        images = stim.images  # uint8: batches become float one at a time (memory)
         shape = torch.from_numpy(stim.attributes["shape"].astype(np.int64))
         colour = torch.from_numpy(stim.attributes["colour"].astype(np.int64))
-        present = torch.zeros(len(x), 16)
-        for k in range(stim.attributes["shapes"].shape[1]):
-            s = torch.from_numpy(stim.attributes["shapes"][:, k])
-            c = torch.from_numpy(stim.attributes["colours"][:, k])
-            ok = s >= 0
-            present[ok.nonzero()[:, 0], s[ok]] = 1.0
-            present[ok.nonzero()[:, 0], 8 + c[ok]] = 1.0
-        tr = slice(n_val, None)
+        present = _present_targets(stim.attributes)
         torch.manual_seed(self.random_state)
         threads = torch.get_num_threads()
         if self.device == "cpu":
             torch.set_num_threads(1)
         net = self.net.to(self.device).train()
-        batch = 32
-        n_steps = self.n_epochs * int(np.ceil((len(x) - n_val) / batch))
-        opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=n_steps)
+        batch = 64
+        n_steps = self.n_epochs * int(np.ceil(len(images) / batch))
+        opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=n_steps,
+                                                    pct_start=0.15)  # fmt: skip
         gen = torch.Generator().manual_seed(self.random_state)
-        ce, bce = nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()
+        ce, bce = nn.CrossEntropyLoss(label_smoothing=0.05), nn.BCEWithLogitsLoss()
         show = self.verbose is None or bool(self.verbose)
         bar = tqdm(total=n_steps, desc="training image evaluator", disable=not show)
         try:
-            xt, st, ct, pt = x[tr], shape[tr], colour[tr], present[tr]
             for _ in range(self.n_epochs):
-                perm = torch.randperm(len(xt), generator=gen)
+                perm = torch.randperm(len(images), generator=gen)
                 for s in range(0, len(perm), batch):
                     idx = perm[s : s + batch]
-                    xb = xt[idx].to(self.device)
+                    xb = _to_tensor(images[idx.numpy()], self.image_size).to(self.device)
                     flip = torch.rand(len(idx), generator=gen) < 0.5
                     xb = torch.where(flip[:, None, None, None].to(xb.device), xb.flip(-1), xb)
                     out = net(xb)[2]
                     loss = (
-                        ce(out[:, :8], st[idx].to(self.device))
-                        + ce(out[:, 8:16], ct[idx].to(self.device))
-                        + bce(out[:, 16:], pt[idx].to(self.device))
+                        ce(out[:, :8], shape[idx].to(self.device))
+                        + ce(out[:, 8:16], colour[idx].to(self.device))
+                        + bce(out[:, 16:], present[idx].to(self.device))
                     )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     sched.step()
                     bar.update(1)
+                    if bar.n % 100 == 0:
+                        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         finally:
             bar.close()
             torch.set_num_threads(threads)
         net.eval()
         with torch.no_grad():
-            out = net(x[:n_val].to(self.device))[2].cpu()
-        val_shape = float((out[:, :8].argmax(1) == shape[:n_val]).float().mean())
-        val_colour = float((out[:, 8:16].argmax(1) == colour[:n_val]).float().mean())
+            out = torch.cat([net(_to_tensor(val.images[s : s + 256], 64).to(self.device))[2].cpu()
+                             for s in range(0, len(val.images), 256)])  # fmt: skip
+        y_s = torch.from_numpy(val.attributes["shape"].astype(np.int64))
+        y_c = torch.from_numpy(val.attributes["colour"].astype(np.int64))
+        val_shape = float((out[:, :8].argmax(1) == y_s).float().mean())
+        val_colour = float((out[:, 8:16].argmax(1) == y_c).float().mean())
         self.folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         with atomic_path(self.folder / "model.safetensors") as tmp:
@@ -220,7 +290,7 @@ class ImageEvaluator:
             "identifier": self.identifier, "width": self.width,
             "n_train_images": self.n_train_images, "n_epochs": self.n_epochs,
             "random_state": self.random_state, "held_out_shape_accuracy": val_shape,
-            "held_out_colour_accuracy": val_colour, "n_held_out": n_val,
+            "held_out_colour_accuracy": val_colour, "n_held_out": len(val.images),
         })  # fmt: skip
         self.net = net.cpu()
 
