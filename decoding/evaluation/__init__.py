@@ -22,9 +22,13 @@ from .metrics import (
     voxel_iou,
     weighted_f1,
 )
+from .reconstructions import Reconstructions, load_reconstructions, save_reconstructions
 
 __all__ = [
     "ConstantInputWarning",
+    "Reconstructions",
+    "load_reconstructions",
+    "save_reconstructions",
     "accuracy",
     "chamfer_distance",
     "confusion",
