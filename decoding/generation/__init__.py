@@ -16,6 +16,7 @@ from .diffusion import EmbeddingConditioner, make_scheduler, make_unet
 from .mesh import Mesh as Mesh  # Brain3D (helper C): decoding.generation.mesh
 from .pipeline import (
     DEFAULT_PIPELINE_ID,
+    Conditioning,
     StimulusDiffusionPipeline,
     check_conditioning,
     default_pipeline,
@@ -25,6 +26,7 @@ from .selection import SelectionResult, select_samples
 
 __all__ = [
     "DEFAULT_PIPELINE_ID",
+    "Conditioning",
     "EmbeddingConditioner",
     "SelectionResult",
     "StimulusAutoencoder",

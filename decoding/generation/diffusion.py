@@ -8,6 +8,17 @@ embedding that every residual block reads). Measured on this CPU (REFERENCES.md,
 cross-attention over two condition tokens cost 1.7x the time per step and added little,
 so the shipped model conditions through the time embedding.
 
+v2 adds a **layout map**. Conditioning through the time embedding alone is global: a
+pure-convolution UNet must learn *where* to draw the object from boundary effects, which
+it learns slowly (v1 after 1,000 steps drew blobs of about the right colour in about the
+right place, and shapes at chance). The conditioner decodes the condition vector into a
+small spatial map, trained to regress the clean latent (the conditional mean image, blurry
+where the pose is uncertain), and the map is stacked onto the noisy latents as extra input
+channels, as SR3 (Saharia et al. 2022) and diffusers' inpainting and depth UNets stack
+their spatial conditions. The denoiser then only has to add the shape's detail (as in
+"deblurring via stochastic refinement", Whang et al., CVPR 2022). The map of the null
+embeddings is the unconditional branch's, so classifier-free guidance is unchanged.
+
 The condition vector concatenates the image embedding (e.g. ``stimnet``) and the semantic
 embedding (e.g. ``stimtext``), each unit-norm and scaled by the square root of its width.
 For classifier-free guidance (Ho & Salimans 2022) each is replaced during training, with
@@ -58,6 +69,14 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
     image_embedding_id, text_embedding_id : str
         Identifiers of the embeddings it was trained on (``FeatureExtractor.identifier``,
         ``TextEncoder.identifier``); a decoder's embeddings are checked against them.
+    layout_channels : int
+        Channels of a spatial layout map decoded from the condition vector and stacked onto
+        the noisy latents (``0``: none, the v1 generator). The map is trained to regress the
+        clean latent (module docstring).
+    layout_size : int
+        Side of the layout map (the latent side, 16).
+    layout_width : int
+        Channels inside the layout decoder.
     """
 
     @register_to_config
@@ -67,6 +86,9 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
         text_embed_dim: int = 64,
         image_embedding_id: str = "",
         text_embedding_id: str = "",
+        layout_channels: int = 0,
+        layout_size: int = 16,
+        layout_width: int = 64,
     ) -> None:
         super().__init__()
         if image_embed_dim < 1 or text_embed_dim < 0:
@@ -74,8 +96,42 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
                 f"image_embed_dim / text_embed_dim: expected >= 1 / >= 0, got "
                 f"{image_embed_dim} / {text_embed_dim}"
             )
+        if layout_channels < 0 or (layout_channels and (layout_size < 4 or layout_size % 4)):
+            raise ValueError(
+                f"layout_channels / layout_size: expected >= 0 / a multiple of 4 (>= 4), got "
+                f"{layout_channels} / {layout_size}"
+            )
         self.null_image = nn.Parameter(torch.zeros(1, image_embed_dim))
         self.null_text = nn.Parameter(torch.zeros(1, text_embed_dim))
+        self.layout = None
+        if layout_channels:
+            w, side = int(layout_width), int(layout_size) // 4
+            cond_dim = image_embed_dim + text_embed_dim
+            # condition vector -> a coarse w x side x side map -> two 2x upsamplings
+            self.layout = nn.Sequential(
+                nn.Linear(cond_dim, w * side * side), nn.SiLU(),
+                nn.Unflatten(1, (w, side, side)),
+                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w, 3, padding=1),
+                nn.SiLU(),
+                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w // 2, 3, padding=1),
+                nn.SiLU(), nn.Conv2d(w // 2, layout_channels, 3, padding=1),
+            )  # fmt: skip
+
+    @property
+    def layout_channels(self) -> int:
+        """Channels of the layout map stacked onto the UNet's input (0: none)."""
+        return int(self.config.get("layout_channels", 0))
+
+    def layout_map(self, cond: torch.Tensor) -> torch.Tensor | None:
+        """The layout map ``(B, layout_channels, S, S)`` of condition vectors (None without).
+
+        Trained to regress the clean latent (the conditional mean image), it tells the
+        denoiser where the object is, its size and its colour, so that the UNet spends its
+        capacity on the shape.
+        """
+        if self.layout is None:
+            return None
+        return self.layout(cond)
 
     @property
     def cond_dim(self) -> int:
@@ -119,6 +175,7 @@ def make_unet(
     sample_size: int = 16,
     block_out_channels: tuple[int, ...] = (32, 64, 64),
     layers_per_block: int = 1,
+    layout_channels: int = 0,
 ):
     """A pure-convolution ``UNet2DConditionModel`` conditioned through the time embedding.
 
@@ -132,13 +189,16 @@ def make_unet(
         Widths per resolution (multiples of 8).
     layers_per_block : int
         Residual blocks per resolution.
+    layout_channels : int
+        Extra input channels for the conditioner's layout map (``in_channels`` is
+        ``latent_channels + layout_channels``, as in diffusers' inpainting UNets).
     """
     from diffusers import UNet2DConditionModel
 
     n = len(block_out_channels)
     return UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=latent_channels,
+        in_channels=latent_channels + int(layout_channels),
         out_channels=latent_channels,
         down_block_types=("DownBlock2D",) * n,
         up_block_types=("UpBlock2D",) * n,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from decoding._checks import check_int
 
 __all__ = [
+    "Conditioning",
     "StimulusDiffusionPipeline",
     "load_pipeline",
     "default_pipeline",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 #: The folder name (under ``decoding/weights/``) of the shipped pipeline.
-DEFAULT_PIPELINE_ID = "stimulus-diffusion-v1"
+DEFAULT_PIPELINE_ID = "stimulus-diffusion-v2"
 
 
 def _as_tensor(name: str, x: Any, width: int, device, dtype) -> torch.Tensor:
@@ -64,6 +66,37 @@ def _as_tensor(name: str, x: Any, width: int, device, dtype) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name}: embeddings contain NaN or inf values")
     return t.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Embeddings with the identifiers of the models that made them.
+
+    What :meth:`StimulusDiffusionPipeline.encode_conditioning` returns, and what the
+    pipeline accepts in place of raw arrays: their identifiers are checked against the
+    pipeline's, so embeddings of another feature model are refused by name.
+
+    Attributes
+    ----------
+    image_embeds : ndarray, shape (n, image_embed_dim)
+    text_embeds : ndarray, shape (n, text_embed_dim), or None
+    image_embedding_id, text_embedding_id : str
+        ``FeatureExtractor.identifier`` / ``TextEncoder.identifier`` ("" for no text).
+    """
+
+    image_embeds: np.ndarray
+    text_embeds: np.ndarray | None
+    image_embedding_id: str
+    text_embedding_id: str = ""
+
+    def __len__(self) -> int:
+        return len(self.image_embeds)
+
+    def subset(self, index: Any) -> Conditioning:
+        """The rows ``index`` (an int array, slice or boolean mask)."""
+        txt = None if self.text_embeds is None else self.text_embeds[index]
+        return Conditioning(self.image_embeds[index], txt, self.image_embedding_id,
+                            self.text_embedding_id)  # fmt: skip
 
 
 class StimulusDiffusionPipeline(DiffusionPipeline):
@@ -115,6 +148,131 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
 
         self.scheduler = make_scheduler(name, self.scheduler.config)
 
+    def encode_conditioning(
+        self,
+        images: Any,
+        captions: Any = "auto",
+        data_home: str | os.PathLike | None = None,
+    ) -> Conditioning:
+        """Images (and captions) -> the pipeline's conditioning: the documented way in.
+
+        Uses the feature extractor and text encoder the pipeline was trained on (the
+        shipped ``stimnet`` and ``stimtext``), checked by identifier.
+
+        Parameters
+        ----------
+        images : Stimuli or ndarray of uint8, shape (n, H, W, 3)
+            A :class:`~data_loaders.schema.Stimuli` (its attributes give the captions) or
+            the images alone.
+        captions : "auto", list of str, or None
+            ``"auto"``: from the stimuli's scene attributes when ``images`` is a
+            ``Stimuli`` with attributes, else none. ``None``: no caption (the learnt null
+            embedding: image-only conditioning).
+        data_home : path-like, optional
+            Cache root for models not shipped.
+
+        Returns
+        -------
+        Conditioning
+            Pass it to the pipeline as ``image_embeds`` (``text_embeds`` is then taken
+            from it).
+
+        Examples
+        --------
+        >>> pipe = default_pipeline()                                  # doctest: +SKIP
+        >>> cond = pipe.encode_conditioning(render_stimuli(8))         # doctest: +SKIP
+        >>> images = pipe(cond, generator=0).images                    # doctest: +SKIP
+        """
+        from decoding.features import get_extractor
+        from decoding.semantics import captions_from_attributes, get_text_encoder
+
+        stim = images if hasattr(images, "images") and hasattr(images, "ids") else None
+        arr = stim.images if stim is not None else np.asarray(images)
+        if isinstance(captions, str) and captions == "auto":
+            captions = (captions_from_attributes(stim)
+                        if stim is not None and stim.attributes else None)  # fmt: skip
+        fam = self.image_embedding_id.split("-")[0]
+        if fam != "stimnet":
+            raise ValueError(
+                f"image_embedding_id: the pipeline is conditioned on {self.image_embedding_id!r}"
+                ", which encode_conditioning cannot rebuild; pass its embeddings as a "
+                "Conditioning"
+            )
+        fx = get_extractor("stimnet", data_home=data_home)
+        if fx.identifier != self.image_embedding_id:
+            raise ValueError(
+                f"image_embedding_id: the pipeline is conditioned on {self.image_embedding_id!r}"
+                f", the default extractor is {fx.identifier!r}"
+            )
+        img = fx.transform(arr)
+        txt, tid = None, ""
+        if captions is not None and self.text_embed_dim:
+            captions = list(captions)
+            if len(captions) != len(img):
+                raise ValueError(
+                    f"captions: expected {len(img)} captions (one per image), got {len(captions)}"
+                )
+            tx = get_text_encoder("stimtext", data_home=data_home)
+            if tx.identifier != self.text_embedding_id:
+                raise ValueError(
+                    f"text_embedding_id: the pipeline is conditioned on "
+                    f"{self.text_embedding_id!r}, the default encoder is {tx.identifier!r}"
+                )
+            txt, tid = tx.encode(captions), tx.identifier
+        return Conditioning(img, txt, fx.identifier, tid)
+
+    def _unpack(self, image_embeds: Any, text_embeds: Any) -> tuple[Any, Any]:
+        """Raw arrays pass through; a :class:`Conditioning` is checked by identifier."""
+        if not isinstance(image_embeds, Conditioning):
+            return image_embeds, text_embeds
+        c = image_embeds
+        if text_embeds is not None:
+            raise ValueError("text_embeds: expected None when image_embeds is a Conditioning")
+        for field, have in (("image_embedding_id", c.image_embedding_id),
+                            ("text_embedding_id", c.text_embedding_id)):  # fmt: skip
+            want = getattr(self, field)
+            if have and want and have != want:
+                raise ValueError(
+                    f"{field}: the embeddings come from {have!r}, but the pipeline is "
+                    f"conditioned on {want!r}"
+                )
+        return c.image_embeds, c.text_embeds
+
+    @torch.no_grad()
+    def layout_images(self, image_embeds: Any, text_embeds: Any = None) -> np.ndarray:
+        """The conditioner's layout map decoded to images: the conditional mean image.
+
+        The layout map regresses the clean latent from the embeddings (deterministic, blurry
+        where the pose is uncertain); decoding it shows what the denoiser is told before it
+        draws. It is the pipeline's own regression baseline.
+
+        Parameters
+        ----------
+        image_embeds, text_embeds : array, shape (n, image_embed_dim), (n, text_embed_dim)
+            As for ``__call__``.
+
+        Returns
+        -------
+        ndarray of float32, shape (n, S, S, 3)
+            Images in [0, 1].
+
+        Raises
+        ------
+        ValueError
+            If the pipeline has no layout map (a v1 generator).
+        """
+        if self.conditioner.layout_channels == 0:
+            raise ValueError("layout_images: this pipeline's conditioner has no layout map")
+        image_embeds, text_embeds = self._unpack(image_embeds, text_embeds)
+        device, dtype = self.unet.device, self.unet.dtype
+        img = _as_tensor("image_embeds", image_embeds, self.image_embed_dim, device, dtype)
+        txt = None
+        if text_embeds is not None:
+            txt = _as_tensor("text_embeds", text_embeds, self.text_embed_dim, device, dtype)
+        lay = self.conditioner.layout_map(self.conditioner(img, txt))
+        ims = ((self.vae.decode(lay).float() + 1) / 2).clamp(0, 1)
+        return ims.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
     # -- the pieces of a call ----------------------------------------------------------------
     def _init_latents(self, init_images: Any, n: int, device, dtype) -> torch.Tensor:
         arr = init_images
@@ -144,15 +302,22 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
         hidden = torch.zeros(len(latents), 1, self.unet.config.cross_attention_dim,
                              device=latents.device, dtype=latents.dtype)  # fmt: skip
         guided = guidance_scale != 1.0
+        lay_c = self.conditioner.layout_map(cond)
+        lay_u = self.conditioner.layout_map(uncond) if guided else None
+        lay_both = torch.cat([lay_u, lay_c]) if lay_c is not None and guided else None
         for t in self.progress_bar(timesteps):
             x = self.scheduler.scale_model_input(latents, t)
             if guided:
-                out = self.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([hidden] * 2),
+                xx = torch.cat([x, x])
+                if lay_both is not None:
+                    xx = torch.cat([xx, lay_both], dim=1)
+                out = self.unet(xx, t, encoder_hidden_states=torch.cat([hidden] * 2),
                                 class_labels=torch.cat([uncond, cond])).sample  # fmt: skip
                 u, c = out.chunk(2)
                 out = u + guidance_scale * (c - u)
             else:
-                out = self.unet(x, t, encoder_hidden_states=hidden, class_labels=cond).sample
+                xx = x if lay_c is None else torch.cat([x, lay_c], dim=1)
+                out = self.unet(xx, t, encoder_hidden_states=hidden, class_labels=cond).sample
             latents = self.scheduler.step(out, t, latents).prev_sample
         return latents
 
@@ -174,8 +339,10 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
 
         Parameters
         ----------
-        image_embeds : array or tensor, shape (n, image_embed_dim)
-            Image embeddings (unit-norm rows, as the feature registry gives them).
+        image_embeds : Conditioning, or array or tensor, shape (n, image_embed_dim)
+            Image embeddings (unit-norm rows, as the feature registry gives them), or a
+            :class:`Conditioning` (:meth:`encode_conditioning`), whose embedding
+            identifiers must match the pipeline's.
         text_embeds : array or tensor, shape (n, text_embed_dim), optional
             Semantic embeddings; ``None`` uses the learnt null embedding (image only).
         num_inference_steps : int
@@ -211,6 +378,7 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
                 "scheduler.clip_sample: is True, which clips unit-variance latents to [-1, 1]; "
                 "use pipe.set_scheduler('ddim') or make_scheduler(...) (clip_sample=False)"
             )
+        image_embeds, text_embeds = self._unpack(image_embeds, text_embeds)
         device, dtype = self.unet.device, self.unet.dtype
         img = _as_tensor("image_embeds", image_embeds, self.image_embed_dim, device, dtype)
         n = img.shape[0]
@@ -236,7 +404,8 @@ class StimulusDiffusionPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(int(steps), device=device)
         timesteps = self.scheduler.timesteps
-        c, s = self.unet.config.in_channels, self.unet.config.sample_size
+        c = self.unet.config.out_channels  # in_channels adds the layout map's channels
+        s = self.unet.config.sample_size
         noise = torch.randn((len(img), c, s, s), generator=generator, dtype=torch.float32)
         noise = noise.to(device=device, dtype=dtype)
         if init is None:

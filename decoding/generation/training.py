@@ -30,6 +30,7 @@ from torch import nn
 __all__ = [
     "fit",
     "autoencoder_loss",
+    "AutoencoderLoss",
     "DiffusionLoss",
     "train_autoencoder",
     "train_diffusion",
@@ -57,6 +58,15 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.parts, batch, gen)
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-like copy of a hyper-parameter (tuples as lists), so that resumes compare."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -82,6 +92,7 @@ def fit(
     accelerator: Any = None,
     progress: bool | None = None,
     desc: str = "training",
+    hparams: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``modules`` on minibatches of ``tensors`` with AdamW; resumable.
 
@@ -111,6 +122,11 @@ def fit(
         swapped in while it runs); a returned dict is added to the history.
     accelerator : accelerate.Accelerator, optional
         Default: a new one (CPU unless CUDA is there).
+    hparams : dict, optional
+        What defines the run (widths, data, seed...). Stored in the checkpoint with
+        ``n_steps``, ``batch_size``, ``lr``, ``seed``, ``weight_decay``, ``warmup`` and
+        ``ema_decay``; resuming from a checkpoint made with other values raises a
+        ``ValueError`` naming the keys that differ.
 
     Returns
     -------
@@ -146,8 +162,25 @@ def fit(
     ema = [p.detach().clone() for p in params] if ema_decay else None
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    run_hp = {"n_steps": int(n_steps), "batch_size": int(batch_size), "lr": float(lr),
+              "seed": int(seed), "weight_decay": float(weight_decay), "warmup": int(warmup),
+              "ema_decay": None if ema_decay is None else float(ema_decay),
+              **{k: _plain(v) for k, v in (hparams or {}).items()}}  # fmt: skip
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise ValueError(f"checkpoint: cannot read {str(ckpt)!r} ({err})") from err
+        old_hp = state.get("hparams")
+        if old_hp is not None:
+            keys = sorted(k for k in set(old_hp) | set(run_hp) if old_hp.get(k) != run_hp.get(k))
+            if keys:
+                diff = "; ".join(f"{k}: {old_hp.get(k)!r} there, {run_hp.get(k)!r} now"
+                                 for k in keys)  # fmt: skip
+                raise ValueError(
+                    f"checkpoint: {str(ckpt)!r} was made with other hyper-parameters ({diff}); "
+                    "resume with the same ones, or start afresh in another folder"
+                )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -166,7 +199,7 @@ def fit(
         if ckpt is None or not accelerator.is_main_process:
             return
         state = {"step": step, "model": inner.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict(), "history": history,
+                 "sched": sched.state_dict(), "history": history, "hparams": run_hp,
                  "ema": [e.cpu() for e in ema] if ema is not None else None}  # fmt: skip
         _atomic_save(state, ckpt)
 
@@ -234,14 +267,71 @@ def fit(
 # --------------------------------------------------------------------------------------
 def autoencoder_loss(parts: nn.ModuleDict, batch, gen) -> torch.Tensor:
     """MSE + 0.5 L1 reconstruction loss of the ``vae`` on a batch of images in [-1, 1]."""
-    (x,) = batch
-    rec = parts["vae"](x)
-    return nn.functional.mse_loss(rec, x) + 0.5 * nn.functional.l1_loss(rec, x)
+    return AutoencoderLoss(object_weight=1.0, edge_weight=0.0)(parts, batch, gen)
+
+
+_SOBEL = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4
+
+
+def _image_gradients(x: torch.Tensor) -> torch.Tensor:
+    """Sobel x / y derivatives per colour channel ``(B, 2C, H, W)``."""
+    c = x.shape[1]
+    k = torch.stack([_SOBEL, _SOBEL.T])[:, None].repeat(c, 1, 1, 1).to(x)
+    return nn.functional.conv2d(x, k, padding=1, groups=c)
+
+
+class AutoencoderLoss:
+    """Reconstruction loss that spends the autoencoder's capacity on the objects.
+
+    MSE + 0.5 L1 on pixels, plus ``edge_weight`` x L1 on Sobel image gradients (sharp
+    silhouettes and shading edges), each weighted per pixel: ``object_weight`` on object
+    pixels (the renderer's masks, grown by one pixel), 1 on the background. Measured here:
+    with the plain loss on 6,000 images for 300 steps (the v1 autoencoder), the referee read
+    the shape of its reconstructions of held-out images at 0.49 (0.95 on the originals): the
+    textured background, most of the pixels, took the capacity, and no diffusion model can
+    draw shapes its decoder blurs.
+
+    Batches are ``(images,)`` or ``(images, masks)`` with images in [-1, 1] ``(B, 3, H, W)``
+    and masks ``(B, H, W)`` (>= 0 on an object, -1 on the background, as
+    :func:`~data_loaders.simulate.stimuli.render_scenes` gives them).
+    """
+
+    def __init__(self, object_weight: float = 4.0, edge_weight: float = 0.5) -> None:
+        self.object_weight = float(object_weight)
+        self.edge_weight = float(edge_weight)
+
+    def _weights(self, masks: torch.Tensor) -> torch.Tensor:
+        obj = (masks >= 0).float()[:, None]
+        obj = nn.functional.max_pool2d(obj, 3, stride=1, padding=1)  # one pixel of margin
+        return 1.0 + (self.object_weight - 1.0) * obj
+
+    def __call__(self, parts: nn.ModuleDict, batch, gen) -> torch.Tensor:
+        x = batch[0]
+        rec = parts["vae"](x)
+        err = (rec - x) ** 2 + 0.5 * (rec - x).abs()
+        w = self._weights(batch[1]) if len(batch) > 1 and self.object_weight != 1.0 else None
+        loss = err.mean() if w is None else (err * w).sum() / (w.sum() * x.shape[1])
+        if self.edge_weight:
+            g = (_image_gradients(rec) - _image_gradients(x)).abs()
+            g_loss = g.mean() if w is None else (g * w).sum() / (w.sum() * g.shape[1])
+            loss = loss + self.edge_weight * g_loss
+        return loss
 
 
 def train_autoencoder(images: np.ndarray, n_steps: int = 500, batch_size: int = 32,
-                      lr: float = 2e-3, seed: int = 0, vae=None, **kw) -> tuple[Any, list]:
+                      lr: float = 2e-3, seed: int = 0, vae=None, masks: np.ndarray | None = None,
+                      object_weight: float = 4.0, edge_weight: float = 0.5,
+                      **kw) -> tuple[Any, list]:
     """Train a :class:`StimulusAutoencoder` on uint8 images and set its ``scaling_factor``.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (n, H, W, 3)
+    masks : ndarray of int, shape (n, H, W), optional
+        Object masks (>= 0 on objects); with them the loss weights object pixels by
+        ``object_weight`` (:class:`AutoencoderLoss`).
+    object_weight, edge_weight : float
+        :class:`AutoencoderLoss` weights.
 
     Returns
     -------
@@ -252,7 +342,17 @@ def train_autoencoder(images: np.ndarray, n_steps: int = 500, batch_size: int = 
     torch.manual_seed(seed)
     vae = vae if vae is not None else StimulusAutoencoder(image_size=images.shape[1])
     x = images_to_tensor(images)
-    hist = fit({"vae": vae}, autoencoder_loss, (x,), n_steps, batch_size, lr, seed=seed,
+    tensors: tuple[torch.Tensor, ...] = (x,)
+    if masks is not None:
+        m = np.asarray(masks)
+        if m.shape != images.shape[:3]:
+            raise ValueError(f"masks: expected shape {images.shape[:3]}, got {m.shape}")
+        tensors = (x, torch.from_numpy(m.astype(np.int8)))
+    loss = AutoencoderLoss(object_weight if masks is not None else 1.0, edge_weight)
+    kw.setdefault("hparams", {})
+    kw["hparams"] = {**kw["hparams"], "object_weight": loss.object_weight,
+                     "edge_weight": loss.edge_weight}  # fmt: skip
+    hist = fit({"vae": vae}, loss, tensors, n_steps, batch_size, lr, seed=seed,
                weight_decay=1e-5, warmup=min(50, n_steps // 10), desc="training autoencoder",
                **kw)  # fmt: skip
     with torch.no_grad():
@@ -282,12 +382,17 @@ class DiffusionLoss:
         about ``2 p_drop`` of rows, both in ``p_drop``).
     min_snr_gamma : float or None
         Min-SNR weighting (Hang et al. 2023); None: plain MSE.
+    layout_weight : float
+        Weight of the layout map's regression loss (MSE to the clean latent) when the
+        conditioner has a layout map; 0 trains the map through the denoiser alone.
     """
 
-    def __init__(self, scheduler, p_drop: float = 0.1, min_snr_gamma: float | None = 5.0):
+    def __init__(self, scheduler, p_drop: float = 0.1, min_snr_gamma: float | None = 5.0,
+                 layout_weight: float = 1.0):
         self.scheduler = scheduler
         self.p_drop = float(p_drop)
         self.gamma = min_snr_gamma
+        self.layout_weight = float(layout_weight)
         ac = scheduler.alphas_cumprod
         self.snr = ac / (1 - ac)
 
@@ -307,26 +412,34 @@ class DiffusionLoss:
         cond = parts["conditioner"](img, txt if txt.shape[1] else None, drop_img.to(dev),
                                     drop_txt.to(dev))  # fmt: skip
         unet = parts["unet"]
+        layout = parts["conditioner"].layout_map(cond)
+        inp = noisy if layout is None else torch.cat([noisy, layout], dim=1)
         hidden = torch.zeros(b, 1, unet.config.cross_attention_dim, device=dev)
-        pred = unet(noisy, t_dev, encoder_hidden_states=hidden, class_labels=cond).sample
+        pred = unet(inp, t_dev, encoder_hidden_states=hidden, class_labels=cond).sample
         per = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
         if self.gamma is not None:
             snr = self.snr.to(dev)[t_dev]
             per = per * torch.clamp(snr, max=self.gamma) / (snr + 1)
-        return per.mean()
+        loss = per.mean()
+        if layout is not None and self.layout_weight:
+            # the layout map regresses the clean latent: the conditional mean image
+            loss = loss + self.layout_weight * nn.functional.mse_loss(layout.float(), x0.float())
+        return loss
 
 
 def train_diffusion(latents: torch.Tensor, image_embeds: np.ndarray, text_embeds: np.ndarray,
                     unet, conditioner, n_steps: int = 1000, batch_size: int = 64,
                     lr: float = 1e-3, seed: int = 0, p_drop: float = 0.1,
                     min_snr_gamma: float | None = 5.0, ema_decay: float | None = 0.998,
-                    **kw) -> list:
-    """Train ``unet`` + ``conditioner`` (null embeddings) on latents and their embeddings."""
+                    layout_weight: float = 1.0, **kw) -> list:
+    """Train ``unet`` + ``conditioner`` (null embeddings, layout map) on latents and their
+    embeddings."""
     from decoding.generation.diffusion import training_scheduler
 
     img = torch.as_tensor(np.asarray(image_embeds, np.float32))
     txt = torch.as_tensor(np.asarray(text_embeds, np.float32))
-    loss = DiffusionLoss(training_scheduler(), p_drop=p_drop, min_snr_gamma=min_snr_gamma)
+    loss = DiffusionLoss(training_scheduler(), p_drop=p_drop, min_snr_gamma=min_snr_gamma,
+                         layout_weight=layout_weight)  # fmt: skip
     return fit({"unet": unet, "conditioner": conditioner}, loss, (latents, img, txt), n_steps,
                batch_size, lr, seed=seed, warmup=min(100, n_steps // 10), ema_decay=ema_decay,
                desc="training diffusion", **kw)  # fmt: skip
@@ -342,19 +455,23 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def train_stimulus_diffusion(
     out_dir: str | os.PathLike,
-    n_train_images: int = 12000,
+    n_train_images: int = 50000,
     n_val_images: int = 256,
-    ae_steps: int = 500,
+    n_ae_images: int = 30000,
+    ae_steps: int = 2500,
     unet_steps: int = 1500,
     ae_batch: int = 32,
     unet_batch: int = 64,
-    ae_channels: tuple[int, ...] = (24, 32, 64),
+    ae_channels: tuple[int, ...] = (32, 48, 64),
     unet_channels: tuple[int, ...] = (32, 64, 64),
     layers_per_block: int = 1,
+    layout_channels: int = 4,
     lr: float = 1e-3,
+    ema_decay: float | None = 0.999,
     eval_every: int = 250,
     n_eval: int = 128,
     seed: int = 0,
+    vae: str | os.PathLike | None = None,
     features: dict | None = None,
     text: dict | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -370,14 +487,22 @@ def train_stimulus_diffusion(
     out_dir : path-like
         Where the pipeline is saved (``save_pretrained``).
     n_train_images, n_val_images : int
-        Stimulus-world images rendered to train on / to validate on (seeds no other suite
-        model uses).
+        Stimulus-world images rendered to train the UNet on / to validate on (seeds no
+        other suite model uses).
+    n_ae_images : int
+        Images (with their object masks) the autoencoder trains on
+        (:class:`AutoencoderLoss`: object pixels weighted 4x, image-gradient term).
     ae_steps, unet_steps, ae_batch, unet_batch : int
         Optimiser steps and batch sizes of the two stages.
     ae_channels, unet_channels, layers_per_block : tuple of int, tuple of int, int
         Widths of the autoencoder and of the UNet, residual blocks per UNet level.
+    layout_channels : int
+        Channels of the conditioner's layout map (:class:`EmbeddingConditioner`; 0: the
+        v1 generator, conditioned through the time embedding only).
     lr : float
         Peak learning rate of the UNet (the autoencoder uses 2e-3).
+    ema_decay : float or None
+        EMA of the UNet's and conditioner's weights (the saved weights are the EMA's).
     eval_every, n_eval : int
         Every ``eval_every`` UNet steps (0: never), generate ``n_eval`` validation images
         from their true embeddings (10 DPM-Solver++ steps, guidance 3) and record the shape
@@ -387,8 +512,12 @@ def train_stimulus_diffusion(
     features, text : dict, optional
         ``get_extractor`` / ``get_text_encoder`` arguments (default the shipped stimnet and
         stimtext).
+    vae : path-like, optional
+        A trained :class:`StimulusAutoencoder` folder (or a pipeline folder with ``vae/``)
+        to reuse instead of training one (``ae_steps`` is then ignored).
     checkpoint_dir : path-like, optional
-        Resumable checkpoints of both stages.
+        Resumable checkpoints of both stages (a checkpoint made with other
+        hyper-parameters is refused, naming the keys).
     data_home, evaluator, progress, log :
         Cache root, the :class:`ImageEvaluator` used while training, progress bars, and
         a function that receives one-line progress notes.
@@ -438,30 +567,52 @@ def train_stimulus_diffusion(
     from decoding.generation.autoencoder import StimulusAutoencoder
 
     t1 = time.perf_counter()
-    vae = StimulusAutoencoder(block_out_channels=tuple(ae_channels))
-    vae, ae_hist = train_autoencoder(
-        stim.images, n_steps=ae_steps, batch_size=ae_batch, lr=2e-3, seed=seed, vae=vae,
-        checkpoint=ck / "autoencoder.pt" if ck else None, progress=progress,
-    )  # fmt: skip
+    if vae is not None:
+        src = Path(vae)
+        src = src / "vae" if (src / "vae").is_dir() else src
+        vae_model = StimulusAutoencoder.from_pretrained(src).eval()
+        ae_hist: list = [{"reused": str(src)}]
+    else:
+        from data_loaders.simulate.stimuli import render_scenes, sample_scenes
+
+        ae_images, ae_masks = render_scenes(sample_scenes(n_ae_images, random_state=seed + 2718),
+                                            image_size=64, return_masks=True)  # fmt: skip
+        vae_model = StimulusAutoencoder(block_out_channels=tuple(ae_channels))
+        vae_model, ae_hist = train_autoencoder(
+            ae_images, n_steps=ae_steps, batch_size=ae_batch, lr=2e-3, seed=seed,
+            vae=vae_model, masks=ae_masks, checkpoint=ck / "autoencoder.pt" if ck else None,
+            progress=progress,
+            hparams={"ae_channels": tuple(ae_channels), "n_train_images": n_ae_images},
+        )  # fmt: skip
+        del ae_images, ae_masks
+    vae = vae_model
     with torch.no_grad():
         rec = vae(images_to_tensor(val.images))
     rec = np.round(((rec.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()).astype(np.uint8)
     ae_psnr, ae_ssim = _psnr(rec, val.images), ssim(rec, val.images)
+    if eval_every > 0 and evaluator is None:
+        evaluator = get_evaluator()
+    ae_shape = float("nan")
+    if evaluator is not None:  # no diffusion model can draw shapes its decoder blurs
+        read = evaluator.predict_attributes(rec)
+        ae_shape = float(np.mean(read["shape"] == val.attributes["shape"]))
     t_ae = time.perf_counter() - t1
-    log(f"autoencoder: held-out PSNR {ae_psnr:.1f} dB, SSIM {ae_ssim:.3f} ({t_ae:.0f} s)")
+    log(f"autoencoder: held-out PSNR {ae_psnr:.1f} dB, SSIM {ae_ssim:.3f}, shape of its "
+        f"reconstructions read at {ae_shape:.3f} ({t_ae:.0f} s)")
 
     t2 = time.perf_counter()
     latents = encode_images(vae, stim.images)
+    torch.manual_seed(seed)
     conditioner = EmbeddingConditioner(img_emb.shape[1], txt_emb.shape[1], fx.identifier,
-                                       tx.identifier)  # fmt: skip
+                                       tx.identifier, layout_channels=layout_channels,
+                                       layout_size=latents.shape[-1])  # fmt: skip
     unet = make_unet(conditioner.cond_dim, latent_channels=latents.shape[1],
                      sample_size=latents.shape[-1], block_out_channels=tuple(unet_channels),
-                     layers_per_block=layers_per_block)  # fmt: skip
+                     layers_per_block=layers_per_block,
+                     layout_channels=layout_channels)  # fmt: skip
     sched = make_scheduler("dpmsolver++", training_scheduler().config)
     pipe = StimulusDiffusionPipeline(vae=vae, unet=unet, scheduler=sched, conditioner=conditioner)
     pipe.set_progress_bar_config(disable=True)
-    if eval_every > 0 and evaluator is None:
-        evaluator = get_evaluator()
     ev_idx = np.arange(min(n_eval, n_val_images))
 
     def measure(step: int, parts) -> dict[str, float]:
@@ -475,8 +626,11 @@ def train_stimulus_diffusion(
     unet_hist = train_diffusion(
         latents, img_emb, txt_emb, unet, conditioner, n_steps=unet_steps,
         batch_size=unet_batch, lr=lr, seed=seed, callback=measure if eval_every > 0 else None,
-        callback_every=max(0, eval_every),
+        callback_every=max(0, eval_every), ema_decay=ema_decay,
         checkpoint=ck / "diffusion.pt" if ck else None, progress=progress,
+        hparams={"unet_channels": tuple(unet_channels), "layers_per_block": layers_per_block,
+                 "layout_channels": layout_channels, "n_train_images": n_train_images,
+                 "image_embedding_id": fx.identifier, "text_embedding_id": tx.identifier},
     )  # fmt: skip
     t_unet = time.perf_counter() - t2
     last = unet_hist[-1]
@@ -486,6 +640,6 @@ def train_stimulus_diffusion(
     out = Path(out_dir)
     pipe.save_pretrained(out)
     return {"pipeline": pipe, "ae_history": ae_hist, "unet_history": unet_hist,
-            "ae_psnr": ae_psnr, "ae_ssim": ae_ssim,
+            "ae_psnr": ae_psnr, "ae_ssim": ae_ssim, "ae_shape_accuracy": ae_shape,
             "monitor_evaluator": getattr(evaluator, "identifier", None),
             "seconds": {"data": t_data, "autoencoder": t_ae, "diffusion": t_unet}}  # fmt: skip
