@@ -8,6 +8,10 @@
   downloading), :func:`default_pipeline` (the shipped generator).
 - :mod:`~decoding.generation.selection`: :func:`select_samples` (best of N by brain-derived
   information only).
+- :mod:`~decoding.generation.prior`: :class:`EmbeddingPrior` (decoded embeddings back onto
+  the generator's conditioning distribution: moment matching or a k-NN posterior over true
+  embeddings), :class:`LowLevelDecoder` (ridge from betas to the autoencoder's latents, the
+  blurry image that seeds image-to-image), :func:`cross_fitted_predictions`.
 - :mod:`~decoding.generation.training`: the accelerate-ready training loops.
 """
 
@@ -22,16 +26,20 @@ from .pipeline import (
     default_pipeline,
     load_pipeline,
 )
+from .prior import EmbeddingPrior, LowLevelDecoder, cross_fitted_predictions
 from .selection import SelectionResult, select_samples
 
 __all__ = [
     "DEFAULT_PIPELINE_ID",
     "Conditioning",
     "EmbeddingConditioner",
+    "EmbeddingPrior",
+    "LowLevelDecoder",
     "SelectionResult",
     "StimulusAutoencoder",
     "StimulusDiffusionPipeline",
     "check_conditioning",
+    "cross_fitted_predictions",
     "default_pipeline",
     "load_pipeline",
     "make_scheduler",
