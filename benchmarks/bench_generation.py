@@ -1,13 +1,15 @@
 """Image generation speed at 64x64: latent vs pixel space, with and without guidance.
 
-In one run: images/s of the shipped latent pipeline (16x16x4 latents, pure-conv
-``UNet2DConditionModel`` (32, 64, 64), conv autoencoder decoder included) with DPM-Solver++
+In one run: images/s of the shipped latent pipeline (16x16x4 latents plus the 4-channel
+layout map, pure-conv ``UNet2DConditionModel`` (32, 64, 64), conv autoencoder decoder
+included) with DPM-Solver++
 and DDIM at 20 steps, with classifier-free guidance (two UNet passes per step) and without;
 the same UNet design run directly on 64x64x3 pixels (random weights: speed does not
 depend on them); a cross-attention variant of the latent UNet (the embeddings as 2 tokens);
-and the training seconds per batch-64 UNet step and per batch-32 autoencoder step.
-Target (issue 11): at least 10 images/s with 20 steps and guidance at batch 64 on the idle
-2-core CPU.
+the training seconds per batch-64 UNet step and per batch-32 autoencoder step; and the v1
+design (no layout map) with guidance, as the peer: ``v2_over_v1_speed`` is their ratio.
+Target (issues 11 and 19): at least 10 images/s with 20 steps and guidance at batch 64 on
+the idle 2-core CPU, 1-2 threads.
 
 Run: ``.venv/bin/python benchmarks/bench_generation.py [--batch 64] [--steps 20] [--threads 2]``
 (the pixel-space run uses ``--pixel-batch 16``: its images/s hardly depends on the batch).
@@ -87,6 +89,20 @@ def _cross_attention_rate(pipe, batch: int, steps: int) -> float:
     return _rate(run, batch, 1, warm=lambda: None)
 
 
+def _v1_pipeline(pipe):
+    """The shipped pipeline's design without the layout map (the v1 generator)."""
+    from decoding.generation import EmbeddingConditioner, StimulusDiffusionPipeline, make_unet
+
+    torch.manual_seed(0)
+    cond = EmbeddingConditioner(pipe.image_embed_dim, pipe.text_embed_dim)
+    unet = make_unet(cond.cond_dim, block_out_channels=tuple(pipe.unet.config.block_out_channels),
+                     layers_per_block=pipe.unet.config.layers_per_block)  # fmt: skip
+    v1 = StimulusDiffusionPipeline(vae=pipe.vae, unet=unet.eval(), scheduler=pipe.scheduler,
+                                   conditioner=cond.eval())  # fmt: skip
+    v1.set_progress_bar_config(disable=True)
+    return v1
+
+
 def _train_step_seconds(pipe, batch: int, repeats: int = 3) -> dict[str, float]:
     from decoding.generation.diffusion import training_scheduler
     from decoding.generation.training import DiffusionLoss, autoencoder_loss
@@ -148,6 +164,19 @@ def main() -> None:
             res[key] = _rate(call, args.batch, args.repeats, warm=lambda g=g: call(g, 2))
             print(f"{key:45s} {res[key]:7.2f}", flush=True)
     pipe.set_scheduler("dpmsolver++")
+    # the v1 design (no layout map: the UNet reads the 4 latent channels only), same widths,
+    # random weights (speed does not depend on them): the generator the v2 one replaced
+    v1 = _v1_pipeline(pipe)
+
+    def call_v1(steps=args.steps):
+        v1(img, txt, num_inference_steps=steps, guidance_scale=3.0, generator=0)
+
+    res["v1_latent_dpmsolver++_guided_img_per_s"] = _rate(call_v1, args.batch, args.repeats,
+                                                          warm=lambda: call_v1(2))  # fmt: skip
+    res["v2_over_v1_speed"] = (res["latent_dpmsolver++_guided_img_per_s"]
+                               / res["v1_latent_dpmsolver++_guided_img_per_s"])  # fmt: skip
+    for key in ("v1_latent_dpmsolver++_guided_img_per_s", "v2_over_v1_speed"):
+        print(f"{key:45s} {res[key]:7.2f}", flush=True)
     res["latent_crossattn_guided_img_per_s"] = _cross_attention_rate(pipe, args.batch, args.steps)
     print(f"{'latent_crossattn_guided_img_per_s':45s} "
           f"{res['latent_crossattn_guided_img_per_s']:7.2f}", flush=True)
