@@ -605,6 +605,7 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
     # -- the grid ------------------------------------------------------------------------------
     if recon:
         _grid_figure(plt, run, raw.stimuli, test, recon, params.grid_images, held)
+        _save_reconstructions(run, raw.stimuli, test, recon)
     else:
         _retrieval_grid(plt, run, raw.stimuli, test, bridge, targets, sources, params.grid_images)
 
@@ -645,6 +646,36 @@ def _ridge_scores(train, test, targets, subject, params, run) -> dict[str, float
     return embedding_scores(pred, targets.image[rows],
                             targets.text[rows] if targets.text is not None else None,
                             params.n_candidates, run.seed)  # fmt: skip
+
+
+def _save_reconstructions(run, stimuli, test, recon) -> None:
+    """``reconstructions.npz``: one row per model and subject (``cross_subj01``,
+    ``single_subj01``, ..., ``new_subject``), on the shared test images in one order."""
+    from decoding.evaluation.reconstructions import save_reconstructions
+
+    names = {"MindBridge (1 model)": "cross", "per-subject": "single"}
+    first = next(iter(recon))
+    ids = np.asarray(test.subjects[first[1]].stim_ids[: len(recon[first])])
+    rows: dict[str, np.ndarray] = {}
+    for (label, subject), images in recon.items():
+        sid = np.asarray(test.subjects[subject].stim_ids[: len(images)])
+        name = "new_subject" if label == "new" else f"{names.get(label, label)}_{subject}"
+        if len(sid) != len(ids) or set(sid.tolist()) != set(ids.tolist()):
+            run.log(f"reconstructions.npz: {name} left out (other test images)")
+            continue
+        order = {v: i for i, v in enumerate(sid.tolist())}
+        rows["".join(c if c.isalnum() else "_" for c in name)] = np.asarray(images)[
+            [order[v] for v in ids.tolist()]]
+    if not rows:
+        return
+    true = stimuli.images[stimuli.index_of(ids)]
+    size = next(iter(rows.values())).shape[1:3]
+    if true.shape[1:3] != size:  # the stimuli at the generator's size, as the table scores them
+        from PIL import Image
+
+        true = np.stack([np.asarray(Image.fromarray(t).resize(size[::-1], Image.BILINEAR))
+                         for t in true])  # fmt: skip
+    save_reconstructions(run.out_dir / "reconstructions.npz", true, ids, rows)
 
 
 def _closest(sizes: list[int], n: int) -> int:
