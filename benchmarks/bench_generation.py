@@ -61,14 +61,15 @@ def _pixel_rate(pipe, batch: int, steps: int, guided: bool) -> float:
 
 
 def _cross_attention_rate(pipe, batch: int, steps: int) -> float:
-    """Latent UNet with cross-attention blocks reading the two embeddings as tokens."""
+    """Latent UNet with cross-attention blocks reading the two embeddings as tokens (no
+    layout map: the v1 design with attention)."""
     from diffusers import UNet2DConditionModel
 
     from decoding.generation.diffusion import make_scheduler
 
     cfg = pipe.unet.config
     unet = UNet2DConditionModel(
-        sample_size=cfg.sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+        sample_size=cfg.sample_size, in_channels=cfg.out_channels, out_channels=cfg.out_channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
@@ -80,7 +81,7 @@ def _cross_attention_rate(pipe, batch: int, steps: int) -> float:
     @torch.no_grad()
     def run() -> None:
         sched.set_timesteps(steps)
-        x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        x = torch.randn(batch, cfg.out_channels, cfg.sample_size, cfg.sample_size)
         for t in sched.timesteps:
             out = unet(torch.cat([x, x]), t, encoder_hidden_states=tokens).sample.chunk(2)[1]
             x = sched.step(out, t, x).prev_sample
