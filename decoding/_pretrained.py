@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,73 @@ from data_loaders._io import CorruptFileError, atomic_dir, atomic_write_json, re
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _OWN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+
+
+def write_pretrained_folder(
+    est: Any, save_directory: str | os.PathLike, extra: dict[str, Any],
+    write_weights: Callable[[Path], None],
+) -> Path:  # fmt: skip
+    """Write ``config.json`` (class name, ``est.get_params()``, ``extra``) and the weights.
+
+    ``write_weights(path)`` writes ``model.safetensors`` at ``path`` (torch or numpy
+    safetensors). Both go into a sibling folder renamed onto ``save_directory``, so the
+    folder is replaced as a whole and must hold nothing else: a folder with other files is
+    refused rather than emptied.
+    """
+    out = Path(save_directory)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"save_directory: {out} exists and is not a folder")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
+        if other:
+            raise FileExistsError(
+                f"save_directory: {out} holds other files {other[:5]}; expected a folder "
+                f"with only {list(_OWN_FILES)} (or none): pick another folder"
+            )
+    config = {"_class_name": type(est).__name__, "params": est.get_params(deep=False),
+              "extra": extra}  # fmt: skip
+    with atomic_dir(out) as tmp:
+        write_weights(tmp / WEIGHTS_NAME)
+        atomic_write_json(tmp / CONFIG_NAME, config)
+    return out
+
+
+def read_pretrained_config(
+    cls: type, pretrained_directory: str | os.PathLike
+) -> tuple[Any, dict[str, Any], Path, Path]:
+    """Check a :func:`write_pretrained_folder` folder and build the estimator from its config.
+
+    Returns
+    -------
+    est, extra, cfg_path, weights_path
+        ``cls(**params)``, the ``extra`` dict, and the two files' paths.
+    """
+    folder = Path(pretrained_directory)
+    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{cls.__name__}.from_pretrained: missing file {p}")
+    with reading(cfg_path, "the JSON config of save_pretrained"):
+        config = json.loads(cfg_path.read_text())
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        raise CorruptFileError(
+            cfg_path, "a JSON object with '_class_name', 'params' and 'extra'",
+            TypeError(f"got {type(config).__name__}"),
+        )
+    name = config.get("_class_name")
+    if name != cls.__name__:
+        raise ValueError(f"{cfg_path}: _class_name is {name!r}, expected {cls.__name__!r}")
+    try:
+        est = cls(**config["params"])
+    except TypeError as err:
+        raise ValueError(
+            f"{cfg_path}: field 'params' does not fit {cls.__name__} ({err})"
+        ) from err
+    extra = config.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError(f"{cfg_path}: field 'extra' expected an object, got "
+                         f"{type(extra).__name__}")
+    return est, extra, cfg_path, w_path
 
 
 class PretrainedMixin:
@@ -52,59 +120,16 @@ class PretrainedMixin:
                 f"{type(self).__name__}.save_pretrained: the model is not fitted "
                 "(no `module_`); call fit(...) first"
             )
-        out = Path(save_directory)
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"save_directory: {out} exists and is not a folder")
-        if out.is_dir():
-            other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
-            if other:
-                raise FileExistsError(
-                    f"save_directory: {out} holds other files {other[:5]}; expected a folder "
-                    f"with only {list(_OWN_FILES)} (or none): pick another folder"
-                )
-        config = {
-            "_class_name": type(self).__name__,
-            "params": self.get_params(deep=False),
-            "extra": self._extra_config(),
-        }
         state = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
-        with atomic_dir(out) as tmp:
-            save_file(state, str(tmp / WEIGHTS_NAME))
-            atomic_write_json(tmp / CONFIG_NAME, config)
-        return out
+        return write_pretrained_folder(self, save_directory, self._extra_config(),
+                                       lambda path: save_file(state, str(path)))  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, pretrained_directory: str | os.PathLike, device: str = "cpu"):
         """Load an estimator written by :meth:`save_pretrained`."""
         from safetensors.torch import load_file
 
-        folder = Path(pretrained_directory)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{cls.__name__}.from_pretrained: missing file {p}")
-        with reading(cfg_path, "the JSON config of save_pretrained"):
-            config = json.loads(cfg_path.read_text())
-        if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
-            raise CorruptFileError(
-                cfg_path, "a JSON object with '_class_name', 'params' and 'extra'",
-                TypeError(f"got {type(config).__name__}"),
-            )
-        name = config.get("_class_name")
-        if name != cls.__name__:
-            raise ValueError(
-                f"{cfg_path}: _class_name is {name!r}, expected {cls.__name__!r}"
-            )
-        try:
-            est = cls(**config["params"])
-        except TypeError as err:
-            raise ValueError(
-                f"{cfg_path}: field 'params' does not fit {cls.__name__} ({err})"
-            ) from err
-        extra = config.get("extra", {})
-        if not isinstance(extra, dict):
-            raise ValueError(f"{cfg_path}: field 'extra' expected an object, got "
-                             f"{type(extra).__name__}")
+        est, extra, cfg_path, w_path = read_pretrained_config(cls, pretrained_directory)
         est._restore_extra(extra)
         try:
             module = est._build_module(extra)

@@ -275,9 +275,7 @@ class ImageEvaluator:
             bar.close()
             torch.set_num_threads(threads)
         net.eval()
-        with torch.no_grad():
-            out = torch.cat([net(_to_tensor(val.images[s : s + 256], 64).to(self.device))[2].cpu()
-                             for s in range(0, len(val.images), 256)])  # fmt: skip
+        out = torch.from_numpy(self._run(val.images)[2])  # self.net is net
         y_s = torch.from_numpy(val.attributes["shape"].astype(np.int64))
         y_c = torch.from_numpy(val.attributes["colour"].astype(np.int64))
         val_shape = float((out[:, :8].argmax(1) == y_s).float().mean())

@@ -24,7 +24,6 @@ decoded into blurry images that guide the generator (``init_images``, image-to-i
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +33,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from data_loaders._io import CorruptFileError, atomic_dir, atomic_write_json, reading
+from data_loaders._io import CorruptFileError, reading
 from decoding._checks import check_int
-from decoding._pretrained import CONFIG_NAME, WEIGHTS_NAME
+from decoding._pretrained import CONFIG_NAME, read_pretrained_config, write_pretrained_folder
 
 from .pipeline import Conditioning
 
@@ -53,8 +52,6 @@ PRIOR_METHODS = ("knn", "moments", "identity")
 
 #: Ridge grid of :class:`LowLevelDecoder` (1 .. 1e5, two values per decade).
 DEFAULT_LOW_LEVEL_ALPHAS: np.ndarray = np.logspace(0, 5, 11)
-
-_OWN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -121,30 +118,13 @@ def _check_same_kind(name: str, cond: Conditioning, ref_name: str, ids: tuple[st
 
 def _save_folder(est: BaseEstimator, save_directory: str | os.PathLike, extra: dict[str, Any],
                  arrays: dict[str, np.ndarray]) -> Path:  # fmt: skip
-    """``config.json`` + ``model.safetensors`` written into a sibling folder renamed onto it.
-
-    The layout of :class:`decoding._pretrained.PretrainedMixin`, for estimators that hold
-    numpy arrays instead of a torch module.
-    """
+    """The :class:`decoding._pretrained.PretrainedMixin` layout, for estimators that hold
+    numpy arrays instead of a torch module."""
     from safetensors.numpy import save_file
 
-    out = Path(save_directory)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"save_directory: {out} exists and is not a folder")
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
-        if other:
-            raise FileExistsError(
-                f"save_directory: {out} holds other files {other[:5]}; expected a folder "
-                f"with only {list(_OWN_FILES)} (or none): pick another folder"
-            )
-    config = {"_class_name": type(est).__name__, "params": est.get_params(deep=False),
-              "extra": extra}  # fmt: skip
-    with atomic_dir(out) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                  str(tmp / WEIGHTS_NAME))  # fmt: skip
-        atomic_write_json(tmp / CONFIG_NAME, config)
-    return out
+    data = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    return write_pretrained_folder(est, save_directory, extra,
+                                   lambda path: save_file(data, str(path)))  # fmt: skip
 
 
 def _load_folder(cls: type, pretrained_directory: str | os.PathLike, keys: tuple[str, ...]
@@ -152,28 +132,7 @@ def _load_folder(cls: type, pretrained_directory: str | os.PathLike, keys: tuple
     """Read a :func:`_save_folder` folder: (estimator with its params, extra, arrays, path)."""
     from safetensors.numpy import load_file
 
-    folder = Path(pretrained_directory)
-    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{cls.__name__}.from_pretrained: missing file {p}")
-    with reading(cfg_path, "the JSON config of save_pretrained"):
-        config = json.loads(cfg_path.read_text())
-    if not isinstance(config, dict) or not isinstance(config.get("params"), dict) or (
-        not isinstance(config.get("extra", {}), dict)
-    ):
-        raise CorruptFileError(
-            cfg_path, "a JSON object with '_class_name', 'params' and 'extra'",
-            TypeError(f"got {type(config).__name__}"),
-        )
-    if config.get("_class_name") != cls.__name__:
-        raise ValueError(
-            f"{cfg_path}: _class_name is {config.get('_class_name')!r}, expected {cls.__name__!r}"
-        )
-    try:
-        est = cls(**config["params"])
-    except TypeError as err:
-        raise ValueError(f"{cfg_path}: field 'params' does not fit {cls.__name__} ({err})") from err
+    est, extra, _, w_path = read_pretrained_config(cls, pretrained_directory)
     with reading(w_path, f"safetensors arrays of {cls.__name__}"):
         arrays = load_file(str(w_path))
     missing = [k for k in keys if k not in arrays]
@@ -182,7 +141,7 @@ def _load_folder(cls: type, pretrained_directory: str | os.PathLike, keys: tuple
             w_path, f"safetensors arrays of {cls.__name__}",
             KeyError(f"missing {missing}; has {sorted(arrays)}"),
         )
-    return est, dict(config.get("extra", {})), arrays, w_path
+    return est, dict(extra), arrays, w_path
 
 
 # -- out-of-fold predictions -------------------------------------------------------------------

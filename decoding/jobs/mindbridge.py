@@ -648,6 +648,16 @@ def _ridge_scores(train, test, targets, subject, params, run) -> dict[str, float
                             params.n_candidates, run.seed)  # fmt: skip
 
 
+def _at_size(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 images resized (bilinear) to ``size`` (height, width) when they differ."""
+    if images.shape[1:3] == tuple(size):
+        return images
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(t).resize(tuple(size)[::-1], Image.BILINEAR))
+                     for t in images])  # fmt: skip
+
+
 def _save_reconstructions(run, stimuli, test, recon) -> None:
     """``reconstructions.npz``: one row per model and subject (``cross_subj01``,
     ``single_subj01``, ..., ``new_subject``), on the shared test images in one order."""
@@ -669,12 +679,8 @@ def _save_reconstructions(run, stimuli, test, recon) -> None:
     if not rows:
         return
     true = stimuli.images[stimuli.index_of(ids)]
-    size = next(iter(rows.values())).shape[1:3]
-    if true.shape[1:3] != size:  # the stimuli at the generator's size, as the table scores them
-        from PIL import Image
-
-        true = np.stack([np.asarray(Image.fromarray(t).resize(size[::-1], Image.BILINEAR))
-                         for t in true])  # fmt: skip
+    # the stimuli at the generator's size, as the table scores them
+    true = _at_size(true, next(iter(rows.values())).shape[1:3])
     save_reconstructions(run.out_dir / "reconstructions.npz", true, ids, rows)
 
 
@@ -729,11 +735,7 @@ def _recon_metrics(stimuli, ids, images, attrs, pipe, targets, run, rec_kw,
                       text_embeds=None if txt is None else torch.from_numpy(txt), **kw).images
     true = stimuli.images[pos]
     images = np.asarray(images, dtype=np.float32)
-    if true.shape[1:3] != images.shape[1:3]:
-        from PIL import Image
-
-        true = np.stack([np.asarray(Image.fromarray(t).resize(images.shape[1:3][::-1],
-                                                              Image.BILINEAR)) for t in true])
+    true = _at_size(true, images.shape[1:3])
     ta = None
     if "shape" in attrs and "colour" in attrs:
         ta = {"shape": np.asarray(attrs["shape"])[pos], "colour": np.asarray(attrs["colour"])[pos]}
