@@ -27,28 +27,34 @@ _OWN_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 def write_pretrained_folder(
     est: Any, save_directory: str | os.PathLike, extra: dict[str, Any],
     write_weights: Callable[[Path], None],
+    write_parts: Callable[[Path], None] | None = None, part_names: tuple[str, ...] = (),
 ) -> Path:  # fmt: skip
     """Write ``config.json`` (class name, ``est.get_params()``, ``extra``) and the weights.
 
     ``write_weights(path)`` writes ``model.safetensors`` at ``path`` (torch or numpy
-    safetensors). Both go into a sibling folder renamed onto ``save_directory``, so the
-    folder is replaced as a whole and must hold nothing else: a folder with other files is
-    refused rather than emptied.
+    safetensors); ``write_parts(folder)``, when given, writes sub-folders (named among
+    ``part_names``, e.g. fitted companions of the model) into the new folder. Everything
+    goes into a sibling folder renamed onto ``save_directory``, so the folder is replaced as
+    a whole and must hold nothing else: a folder with other files is refused rather than
+    emptied.
     """
     out = Path(save_directory)
+    own = _OWN_FILES + tuple(part_names)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"save_directory: {out} exists and is not a folder")
     if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
+        other = sorted(p.name for p in out.iterdir() if p.name not in own)
         if other:
             raise FileExistsError(
                 f"save_directory: {out} holds other files {other[:5]}; expected a folder "
-                f"with only {list(_OWN_FILES)} (or none): pick another folder"
+                f"with only {list(own)} (or none): pick another folder"
             )
     config = {"_class_name": type(est).__name__, "params": est.get_params(deep=False),
               "extra": extra}  # fmt: skip
     with atomic_dir(out) as tmp:
         write_weights(tmp / WEIGHTS_NAME)
+        if write_parts is not None:
+            write_parts(tmp)
         atomic_write_json(tmp / CONFIG_NAME, config)
     return out
 
@@ -107,6 +113,12 @@ class PretrainedMixin:
         for key, value in extra.items():
             setattr(self, key, value)
 
+    #: Sub-folders a subclass writes beside the weights (``_write_parts``).
+    _part_names: tuple[str, ...] = ()
+
+    def _write_parts(self, folder: Path) -> None:
+        """Write fitted companions (sub-folders named in ``_part_names``) into ``folder``."""
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory``.
 
@@ -122,7 +134,8 @@ class PretrainedMixin:
             )
         state = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
         return write_pretrained_folder(self, save_directory, self._extra_config(),
-                                       lambda path: save_file(state, str(path)))  # fmt: skip
+                                       lambda path: save_file(state, str(path)),
+                                       self._write_parts, self._part_names)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, pretrained_directory: str | os.PathLike, device: str = "cpu"):

@@ -71,6 +71,8 @@ from .._pretrained import PretrainedMixin
 
 __all__ = [
     "AGGREGATIONS",
+    "DEFAULT_PRIOR",
+    "EARLY_VISUAL_ROIS",
     "EmbeddingTargets",
     "MindBridge",
     "MindBridgeModule",
@@ -81,6 +83,11 @@ __all__ = [
 
 #: Names of the aggregation functions ``f`` (paper Table 3).
 AGGREGATIONS: tuple[str, ...] = ("max", "average", "interpolation")
+#: ROIs the low-level path reads by default (early visual cortex), when a subject has them.
+EARLY_VISUAL_ROIS: tuple[str, ...] = ("V1", "V2", "V3", "hV4")
+#: Default :class:`~decoding.generation.prior.EmbeddingPrior` of :meth:`MindBridge.fit_prior`
+#: (measured on the demo's quick run: k=4, T=0.02 kept the most shape, module README).
+DEFAULT_PRIOR: dict[str, Any] = {"method": "knn", "k": 4, "temperature": 0.02}
 _CHECKPOINT_VERSION = 1
 
 
@@ -746,7 +753,19 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             "image_embedding_id_": self.image_embedding_id_,
             "text_embedding_id_": self.text_embedding_id_,
             "history_": self.history_,
+            **({"low_level_voxels_": {k: np.asarray(v).tolist()
+                                      for k, v in self.low_level_voxels_.items()}}
+               if getattr(self, "low_level_", None) else {}),
         }
+
+    _part_names = ("prior", "low_level")
+
+    def _write_parts(self, folder: Path) -> None:
+        """The fitted prior (``prior/``) and low-level decoders (``low_level/<subject>/``)."""
+        if getattr(self, "prior_", None) is not None:
+            self.prior_.save_pretrained(folder / "prior")
+        for subject, dec in (getattr(self, "low_level_", None) or {}).items():
+            dec.save_pretrained(folder / "low_level" / subject)
 
     @classmethod
     def from_pretrained(
@@ -769,6 +788,18 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             .identifier``); a model trained with other embeddings is refused.
         """
         est = super().from_pretrained(pretrained_directory, device=resolve_device(device))
+        folder = Path(pretrained_directory)
+        if (folder / "prior").is_dir():
+            from ..generation.prior import EmbeddingPrior
+
+            est.prior_ = EmbeddingPrior.from_pretrained(folder / "prior")
+        voxels = getattr(est, "low_level_voxels_", None) or {}
+        if voxels:
+            from ..generation.prior import LowLevelDecoder
+
+            est.low_level_voxels_ = {k: np.asarray(v, dtype=np.int64) for k, v in voxels.items()}
+            est.low_level_ = {k: LowLevelDecoder.from_pretrained(folder / "low_level" / k)
+                              for k in voxels}  # fmt: skip
         for name, want, have in (("image_embedding", image_embedding, est.image_embedding_id_),
                                  ("text_embedding", text_embedding, est.text_embedding_id_)):
             if want is not None and want != have:
@@ -803,7 +834,8 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         if not isinstance(dataset, FMRIDataset):
             raise ValueError(f"dataset: expected an FMRIDataset, got {type(dataset).__name__}")
         targets = self._check_targets(targets)
-        for attr in ("module_", "subjects_", "image_embedding_id_"):
+        for attr in ("module_", "subjects_", "image_embedding_id_", "prior_", "low_level_",
+                     "low_level_voxels_"):  # fmt: skip
             if hasattr(self, attr):
                 delattr(self, attr)
         rng = np.random.default_rng(self.random_state)
@@ -1150,6 +1182,170 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         e = module.embed(source_subject, torch.from_numpy(x).to(dev))
         return module.builders[target_subject](e).cpu().numpy()
 
+    # -- the path to pixels: prior and low-level decoders -------------------------------------
+    def fit_prior(
+        self,
+        dataset: FMRIDataset | Sequence[int] | np.ndarray,
+        targets: EmbeddingTargets,
+        method: str = DEFAULT_PRIOR["method"],
+        decoded: Any = None,
+        **prior_params: Any,
+    ) -> Any:
+        """Fit the embedding prior that :meth:`reconstruct` applies (``prior_``).
+
+        Decoded embeddings are shrunk towards their mean and lie off the manifold of true
+        embeddings; the generator turns them into smudges. The prior carries them back
+        (:class:`~decoding.generation.prior.EmbeddingPrior`). One prior serves the model,
+        every subject: it lives in the shared embedding space.
+
+        Parameters
+        ----------
+        dataset : FMRIDataset or array of int
+            The training data (or its stimulus ids): the true embeddings of these images
+            form the prior's bank (``"knn"``) or its target distribution (``"moments"``).
+        targets : EmbeddingTargets
+            Embeddings from the same registries as at fit time (identifiers checked).
+        method : {"knn", "moments", "identity"}
+            See :class:`~decoding.generation.prior.EmbeddingPrior`.
+        decoded : Conditioning, optional
+            ``"moments"`` only, and required there: decoded embeddings of the same images,
+            made out-of-fold (:func:`~decoding.generation.prior.cross_fitted_predictions`),
+            so that the prior sees the shrinkage it must undo. ``"knn"`` draws from the
+            bank and needs none.
+        **prior_params
+            Other :class:`EmbeddingPrior` arguments (default ``k=4, temperature=0.02``).
+
+        Returns
+        -------
+        EmbeddingPrior
+            The fitted prior, also stored as ``prior_`` (saved with the model).
+        """
+        from ..generation.pipeline import Conditioning
+        from ..generation.prior import EmbeddingPrior
+
+        self._check_fitted()
+        targets = self._check_targets(targets)
+        if isinstance(dataset, FMRIDataset):
+            ids = np.unique(np.concatenate([dataset.subjects[s].stim_ids
+                                            for s in dataset.subject_names]))  # fmt: skip
+        else:
+            ids = np.unique(np.asarray(dataset, dtype=np.int64).ravel())
+        if ids.size < 2:
+            raise ValueError(f"dataset: expected at least 2 training images, got {ids.size}")
+        rows = targets.rows(ids)
+        txt = targets.text[rows] if self.text_dim_ and targets.text is not None else None
+        true = Conditioning(targets.image[rows], txt, self.image_embedding_id_,
+                            self.text_embedding_id_ if txt is not None else None)  # fmt: skip
+        params = {k: v for k, v in DEFAULT_PRIOR.items() if k != "method"} if method == (
+            DEFAULT_PRIOR["method"]) else {}  # fmt: skip
+        params.update(prior_params)
+        prior = EmbeddingPrior(method, **params)
+        if method == "moments":
+            if decoded is None:
+                raise ValueError(
+                    "decoded: the 'moments' prior needs decoded embeddings of the training "
+                    "images made out-of-fold (cross_fitted_predictions); got None"
+                )
+        elif decoded is None:
+            decoded = true  # "knn" / "identity" learn from the true embeddings only
+        self.prior_ = prior.fit(decoded, true)
+        return self.prior_
+
+    def fit_low_level(
+        self,
+        dataset: FMRIDataset,
+        pipeline: Any = None,
+        rois: str | Sequence[str] | None = "early",
+        alphas: Any = None,
+    ) -> dict[str, Any]:
+        """Fit the low-level path: ridge from (early visual) betas to the autoencoder's latents.
+
+        MindEye's blurry reconstruction: decoded into an image, it seeds the generator
+        (image-to-image) in :meth:`reconstruct`, so that layout and colour mass come from
+        early visual cortex and the object from the decoded embeddings.
+
+        Parameters
+        ----------
+        dataset : FMRIDataset
+            Training trials of known subjects (repeats are averaged here).
+        pipeline : StimulusDiffusionPipeline, optional
+            Its autoencoder encodes the training images into the regression targets
+            (default :func:`decoding.generation.default_pipeline`).
+        rois : "early", list of str or None
+            ``"early"``: the subject's ROIs among :data:`EARLY_VISUAL_ROIS` (all voxels when
+            it has none of them); a list: those ROIs (unknown names are refused); None: all.
+        alphas : array-like, optional
+            Ridge penalties (:class:`~decoding.generation.prior.LowLevelDecoder`).
+
+        Returns
+        -------
+        dict of str -> LowLevelDecoder
+            Also stored as ``low_level_`` (saved with the model); the voxel columns each
+            reads are in ``low_level_voxels_``.
+        """
+        from ..generation.prior import LowLevelDecoder
+        from ..generation.training import encode_images
+
+        self._check_fitted()
+        if not isinstance(dataset, FMRIDataset):
+            raise ValueError(f"dataset: expected an FMRIDataset, got {type(dataset).__name__}")
+        if pipeline is None:
+            from ..generation import default_pipeline
+
+            pipeline = default_pipeline()
+        vae = getattr(pipeline, "vae", None)
+        if vae is None:
+            raise ValueError("pipeline: expected a generator with an autoencoder (`vae`)")
+        avg = dataset.average_repeats()
+        size = int(pipeline.unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels)
+                                                             - 1)  # fmt: skip
+        decoders = dict(getattr(self, "low_level_", None) or {})
+        voxels = dict(getattr(self, "low_level_voxels_", None) or {})
+        for s in avg.subject_names:
+            self._known(s)
+            sub = avg.subjects[s]
+            if sub.n_voxels != self.subjects_[s]:
+                raise ValueError(
+                    f"dataset.subjects[{s!r}]: {sub.n_voxels} voxels, expected "
+                    f"{self.subjects_[s]} (as at fit time)"
+                )
+            if rois is None:
+                cols = np.arange(sub.n_voxels)
+            else:
+                names = [r for r in EARLY_VISUAL_ROIS if r in sub.roi_names] if rois == "early" \
+                    else [rois] if isinstance(rois, str) else list(rois)  # fmt: skip
+                unknown = sorted(set(names) - set(sub.roi_names))
+                if unknown:
+                    raise ValueError(
+                        f"rois: {s} has no ROI {unknown}; expected among {sub.roi_names}"
+                    )
+                cols = np.flatnonzero(np.isin(sub.roi, names)) if names else np.arange(
+                    sub.n_voxels)  # fmt: skip
+            images = dataset.stimuli.images[dataset.stimuli.index_of(sub.stim_ids)]
+            images = _resized(images, size)
+            with torch.no_grad():
+                latents = encode_images(vae, images).float().cpu().numpy()
+            decoders[s] = LowLevelDecoder(alphas=alphas).fit(sub.betas[:, cols], latents)
+            voxels[s] = cols
+        self.low_level_, self.low_level_voxels_ = decoders, voxels
+        return decoders
+
+    @torch.no_grad()
+    def low_level_images(self, subject: str, betas: Any, pipeline: Any = None) -> np.ndarray:
+        """The blurry low-level reconstructions of a subject's betas, (n, S, S, 3) in [0, 1]."""
+        x = self._check_betas(subject, betas)
+        dec = (getattr(self, "low_level_", None) or {}).get(subject)
+        if dec is None:
+            raise ValueError(
+                f"subject: no low-level decoder for {subject!r} (fitted for "
+                f"{sorted(getattr(self, 'low_level_', None) or {})}); call fit_low_level first"
+            )
+        if pipeline is None:
+            from ..generation import default_pipeline
+
+            pipeline = default_pipeline()
+        return dec.predict_images(x[:, self.low_level_voxels_[subject]], pipeline.vae)
+
     def reconstruct(
         self,
         subject: str,
@@ -1161,8 +1357,15 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         random_state: int | None = 0,
         use_text: bool = True,
         extractor: Any = None,
+        prior: Any = True,
+        low_level: Any = True,
+        strength: float = 0.6,
     ) -> np.ndarray:
         """Images from a subject's betas, through the generation layer.
+
+        The decoded embeddings go through the prior (``prior_``, :meth:`fit_prior`) and, with
+        a low-level decoder for the subject (:meth:`fit_low_level`), the generator starts
+        from the blurry low-level image (image-to-image at ``strength``), as in MindEye2.
 
         Parameters
         ----------
@@ -1186,6 +1389,15 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         extractor : FeatureExtractor, optional
             With ``n_samples > 1``: the image features the samples are re-encoded with
             (default ``stimnet``); its identifier must be the model's.
+        prior : bool or EmbeddingPrior
+            True: the fitted ``prior_`` when there is one; False: the decoded embeddings as
+            they are; an :class:`~decoding.generation.prior.EmbeddingPrior`: that one.
+        low_level : bool
+            True: start from the subject's low-level image when a decoder is fitted; False:
+            from pure noise.
+        strength : float in [0, 1]
+            Fraction of the denoising schedule re-run from the low-level image (1: its
+            layout is all but ignored; 0: the blurry image itself).
 
         Returns
         -------
@@ -1193,12 +1405,36 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             Images in [0, 1].
         """
         check_int("n_samples", n_samples, 1)
+        if isinstance(strength, bool) or not isinstance(strength, int | float | np.number) or (
+            not 0.0 <= float(strength) <= 1.0
+        ):
+            raise ValueError(f"strength: expected a number in [0, 1], got {strength!r}")
+        if not isinstance(low_level, bool | np.bool_):
+            raise ValueError(f"low_level: expected True or False, got {low_level!r}")
         emb = self.predict_embeddings(subject, betas)
         if pipeline is None:
             from ..generation import default_pipeline
 
             pipeline = default_pipeline()
         self.check_pipeline(pipeline, use_text=use_text)
+        if prior is True:
+            prior = getattr(self, "prior_", None)
+        elif prior is False or prior is None:
+            prior = None
+        elif not hasattr(prior, "transform"):
+            raise ValueError(f"prior: expected True, False or an EmbeddingPrior, got {prior!r}")
+        if prior is not None:
+            from ..generation.pipeline import Conditioning
+
+            mapped = prior.transform(Conditioning(emb["image"], emb.get("text"),
+                                                  self.image_embedding_id_,
+                                                  self.text_embedding_id_))  # fmt: skip
+            emb = {"image": mapped.image_embeds}
+            if mapped.text_embeds is not None:
+                emb["text"] = mapped.text_embeds
+        init = None
+        if low_level and subject in (getattr(self, "low_level_", None) or {}):
+            init = self.low_level_images(subject, betas, pipeline)
         txt = emb.get("text") if use_text and getattr(pipeline, "text_embed_dim", 0) else None
         gen = torch.Generator().manual_seed(int(random_state)) if random_state is not None \
             else None  # fmt: skip
@@ -1206,6 +1442,8 @@ class MindBridge(PretrainedMixin, BaseEstimator):
                                   num_images_per_prompt=n_samples, output_type="np")  # fmt: skip
         if guidance_scale is not None:
             kw["guidance_scale"] = guidance_scale
+        if init is not None:
+            kw.update(init_images=init, strength=float(strength))
         images = np.asarray(pipeline(image_embeds=torch.from_numpy(emb["image"]),
                                      text_embeds=None if txt is None else torch.from_numpy(txt),
                                      **kw).images, dtype=np.float32)  # fmt: skip
@@ -1269,3 +1507,12 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             out[s] = sum(p.numel() for p in (*m.embedders[s].parameters(),
                                              *m.builders[s].parameters()))  # fmt: skip
         return out
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images at ``size`` x ``size`` (bilinear; unchanged when already that size)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

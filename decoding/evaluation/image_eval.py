@@ -21,6 +21,10 @@ a seed no other model uses); a test holds the shipped one to >= 0.97 / >= 0.98.
 - :meth:`ImageEvaluator.high`: the global pool of the last stage (object identity; the
   AlexNet(5) / CLIP stand-in).
 - :meth:`ImageEvaluator.predict_attributes`: main shape class and colour.
+- :meth:`ImageEvaluator.object_floor` / :meth:`ImageEvaluator.has_object`: whether a
+  reconstruction shows an object at all. The floor is the highest shape-class probability
+  the referee gives to renders of backgrounds alone (no object); an image whose maximum
+  shape probability is above it shows something the referee takes for an object.
 
 :func:`reconstruction_metrics` gathers PixCorr, SSIM, 2-way identification at both layers
 and shape / colour accuracy of the reconstructions. The default evaluator's weights ship
@@ -220,6 +224,49 @@ class ImageEvaluator:
     def __repr__(self) -> str:
         return f"ImageEvaluator(identifier={self.identifier!r})"
 
+    def object_floor(self, n_images: int = 512, random_state: int = 9090) -> float:
+        """The referee's highest shape-class probability on renders of backgrounds alone.
+
+        Parameters
+        ----------
+        n_images : int
+            Background-only renders (the stimulus world's gratings and noise, no object).
+        random_state : int
+            Seed of the backgrounds (one no model trains on).
+
+        Returns
+        -------
+        float
+            The maximum over the renders of the maximum softmax probability of the shape
+            head (computed once per evaluator and arguments).
+        """
+        n_images = check_int("n_images", n_images, 1)
+        key = (n_images, int(random_state))
+        floors = self.__dict__.setdefault("_floors", {})
+        if key not in floors:
+            from data_loaders.simulate.stimuli import render_scenes, sample_scenes
+
+            scenes = sample_scenes(n_images, random_state=int(random_state))
+            scenes["present"][:] = False  # the renderer draws only the background
+            bg = render_scenes(scenes, image_size=self.image_size)
+            floors[key] = float(self.predict_attributes(bg)["shape_proba"].max())
+        return floors[key]
+
+    def has_object(self, images: Any) -> np.ndarray:
+        """Whether each image's maximum shape probability is above :meth:`object_floor`.
+
+        Parameters
+        ----------
+        images : ndarray, shape (n, H, W, 3)
+            uint8, or float in [0, 1].
+
+        Returns
+        -------
+        ndarray of bool, shape (n,)
+        """
+        proba = self.predict_attributes(images)["shape_proba"]
+        return proba.max(axis=1) > self.object_floor()
+
     def _train(self) -> None:
         from safetensors.torch import save_file
         from tqdm.auto import tqdm
@@ -354,8 +401,9 @@ def reconstruction_metrics(
     dict
         ``pixcorr``, ``ssim`` (MindEye's recipe, at the given size), ``two_way_low``,
         ``two_way_high`` (2-way identification at the evaluator's low / high layer,
-        chance 0.5), and with attributes ``shape_accuracy``, ``colour_accuracy`` (of the
-        reconstructions as the evaluator reads them, chance 1/8).
+        chance 0.5), ``object_rate`` (fraction of reconstructions that show an object:
+        :meth:`ImageEvaluator.has_object`), and with attributes ``shape_accuracy``,
+        ``colour_accuracy`` (of the reconstructions as the evaluator reads them, chance 1/8).
     """
     from decoding.evaluation.metrics import pixcorr, ssim, two_way_identification
 
@@ -374,6 +422,8 @@ def reconstruction_metrics(
         "ssim": ssim(pred, true),
         "two_way_low": two_way_identification(lp, lt),
         "two_way_high": two_way_identification(hp, ht),
+        "object_rate": float(np.mean(
+            torch.from_numpy(op[:, :8]).softmax(1).numpy().max(1) > ev.object_floor())),
     }
     if true_attributes is not None:
         for name, sl in (("shape", slice(0, 8)), ("colour", slice(8, 16))):

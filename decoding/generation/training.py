@@ -453,6 +453,23 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
 
 
+def _load_init(folder: Path, unet: torch.nn.Module, conditioner: torch.nn.Module) -> None:
+    """Copy a saved pipeline's UNet and conditioner weights into freshly built ones."""
+    from decoding.generation.pipeline import StimulusDiffusionPipeline
+
+    src = StimulusDiffusionPipeline.from_pretrained(folder)
+    for name, new, old in (("unet", unet, src.unet), ("conditioner", conditioner,
+                                                      src.conditioner)):  # fmt: skip
+        a, b = new.state_dict(), old.state_dict()
+        bad = sorted(k for k in set(a) | set(b)
+                     if k not in a or k not in b or a[k].shape != b[k].shape)  # fmt: skip
+        if bad:
+            raise ValueError(f"init: the {name} in {str(folder)!r} has another architecture "
+                             f"(differs at {bad[:3]}); match unet_channels, layers_per_block "
+                             "and layout_channels to it")  # fmt: skip
+        new.load_state_dict(b)
+
+
 def train_stimulus_diffusion(
     out_dir: str | os.PathLike,
     n_train_images: int = 50000,
@@ -472,6 +489,7 @@ def train_stimulus_diffusion(
     n_eval: int = 128,
     seed: int = 0,
     vae: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
     features: dict | None = None,
     text: dict | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -515,6 +533,11 @@ def train_stimulus_diffusion(
     vae : path-like, optional
         A trained :class:`StimulusAutoencoder` folder (or a pipeline folder with ``vae/``)
         to reuse instead of training one (``ae_steps`` is then ignored).
+    init : path-like, optional
+        A saved pipeline folder whose UNet and conditioner start the UNet stage (a warm
+        restart: a new learning-rate schedule over ``unet_steps``). Its architecture must
+        match ``unet_channels``, ``layers_per_block`` and ``layout_channels``; its
+        autoencoder is reused when ``vae`` is not given.
     checkpoint_dir : path-like, optional
         Resumable checkpoints of both stages (a checkpoint made with other
         hyper-parameters is refused, naming the keys).
@@ -543,6 +566,8 @@ def train_stimulus_diffusion(
     from decoding.generation.pipeline import StimulusDiffusionPipeline
     from decoding.semantics import captions_from_attributes, get_text_encoder
 
+    if init is not None and not (Path(init) / "unet").is_dir():
+        raise FileNotFoundError(f"init: {str(init)!r} is not a pipeline folder (no unet/)")
     t0 = time.perf_counter()
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
     # 2718 / 2719: seed offsets the simulated NSD, stimnet, stimtext and the evaluator do not use
@@ -567,6 +592,8 @@ def train_stimulus_diffusion(
     from decoding.generation.autoencoder import StimulusAutoencoder
 
     t1 = time.perf_counter()
+    if vae is None and init is not None:
+        vae = init
     if vae is not None:
         src = Path(vae)
         src = src / "vae" if (src / "vae").is_dir() else src
@@ -610,6 +637,8 @@ def train_stimulus_diffusion(
                      sample_size=latents.shape[-1], block_out_channels=tuple(unet_channels),
                      layers_per_block=layers_per_block,
                      layout_channels=layout_channels)  # fmt: skip
+    if init is not None:
+        _load_init(Path(init), unet, conditioner)
     sched = make_scheduler("dpmsolver++", training_scheduler().config)
     pipe = StimulusDiffusionPipeline(vae=vae, unet=unet, scheduler=sched, conditioner=conditioner)
     pipe.set_progress_bar_config(disable=True)
@@ -630,7 +659,8 @@ def train_stimulus_diffusion(
         checkpoint=ck / "diffusion.pt" if ck else None, progress=progress,
         hparams={"unet_channels": tuple(unet_channels), "layers_per_block": layers_per_block,
                  "layout_channels": layout_channels, "n_train_images": n_train_images,
-                 "image_embedding_id": fx.identifier, "text_embedding_id": tx.identifier},
+                 "image_embedding_id": fx.identifier, "text_embedding_id": tx.identifier,
+                 "init": None if init is None else str(init)},
     )  # fmt: skip
     t_unet = time.perf_counter() - t2
     last = unet_hist[-1]

@@ -14,7 +14,10 @@ generation layer of the suite for the reconstructions:
    + MSE, + reconstruction and cycle);
 4. a grid of true stimuli and reconstructions per subject and for the new subject;
 5. fMRI synthesis: subject a's betas through b's builder, scored against b's real betas for
-   the same (shared test) images, against a mean-response baseline.
+   the same (shared test) images, against a mean-response baseline;
+6. the path to pixels (``pixels``): the reconstructions from the decoded embeddings as they
+   are, through the embedding prior, from the low-level image, and both (MindEye2's pieces),
+   read by the referee, with the fraction that shows any object.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MindBridgeParams", "mindbridge", "embedding_scores", "synthesis_scores"]
+__all__ = ["MindBridgeParams", "mindbridge", "embedding_scores", "synthesis_scores",
+           "attribute_readout"]
 
-EXPERIMENTS = ("table1", "table2", "ablations", "synthesis", "reconstructions")
+EXPERIMENTS = ("table1", "table2", "ablations", "synthesis", "reconstructions", "pixels")
 STRATEGIES = ("reset", "full", "scratch")
 LOSS_VARIANTS = ("softclip", "softclip+mse", "all")
 #: The cross-subject simulation: 5 subjects, 300 shared test images, 1,600 own images each.
@@ -85,6 +89,17 @@ class MindBridgeParams(BaseModel):
     ridge_reference: bool = Field(
         True, description="Table 1 also shows a per-subject ridge from voxels to the embeddings"
     )
+    prior: dict[str, Any] | None = Field(
+        default_factory=lambda: {"method": "knn"},
+        description="MindBridge.fit_prior(method=..., **rest) on the decoded embeddings; "
+        "null: the generator gets them as decoded",
+    )
+    low_level: bool = Field(True, description="seed the generator with the low-level image")
+    low_level_rois: str | list[str] | None = Field(
+        "early", description="ROIs of the low-level ridge ('early': V1-hV4; null: all voxels)"
+    )
+    low_level_strength: float = Field(0.6, ge=0, le=1, description="img2img strength")
+    n_pixel_images: int = Field(100, ge=2, description="test images per subject, pixels ablation")
 
 
 # --------------------------------------------------------------------------------------
@@ -364,9 +379,17 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
         ev_kw.setdefault("verbose", run.verbose)
         evaluator = get_evaluator(**ev_kw)
         t0 = time.perf_counter()
+        _fit_pixel_path(params, bridge, train.select(sources), targets, pipe, run)
+        if not params.pretrained:  # the saved model carries its path to pixels
+            bridge.save_pretrained(run.checkpoint_dir / "mindbridge")
+        for s, m in singles.items():
+            _share_pixel_path(bridge, m, s)
+        seconds["fit_prior_and_low_level"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         n_rec = min(params.n_recon, len(test.stimuli))
         rec_kw = dict(n_samples=params.recon_samples, num_inference_steps=params.recon_steps,
-                      guidance_scale=params.guidance_scale, random_state=run.seed)  # fmt: skip
+                      guidance_scale=params.guidance_scale, random_state=run.seed,
+                      strength=params.low_level_strength)  # fmt: skip
         models = [("MindBridge (1 model)", bridge)]
         if singles:
             models.append(("per-subject", None))
@@ -394,9 +417,14 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
         for s in sources:
             table1.append({"model": "upper bound (true embeddings)", "subject": s,
                            **true_rows[s]})  # fmt: skip
+        if "pixels" in exp:
+            t0 = time.perf_counter()
+            _pixels_experiment(plt, run, bridge, raw.stimuli, train, test, sources, attrs, pipe,
+                               rec_kw, evaluator, params.n_pixel_images, metrics)  # fmt: skip
+            seconds["pixels"] = time.perf_counter() - t0
     if table1:
-        cols = keys + ["pixcorr", "ssim", "two_way_low", "two_way_high", "shape_accuracy",
-                       "colour_accuracy"]  # fmt: skip
+        cols = keys + ["pixcorr", "ssim", "two_way_low", "two_way_high", "object_rate",
+                       "shape_accuracy", "colour_accuracy"]  # fmt: skip
         for label in dict.fromkeys(r["model"] for r in table1):
             rows = [r for r in table1 if r["model"] == label]
             table1.append({"model": label, "subject": "mean", **mean_rows(rows, cols)})
@@ -407,8 +435,10 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
             f"and semantic embeddings (chance 0.5), top-1 retrieval among "
             f"{min(params.n_candidates, len(test.stimuli))} (image: brain -> image; brain: "
             f"image -> brain). Reconstructions ({n_rec} images per subject, when the generator "
-            "is there): PixCorr, SSIM, 2-way at the evaluation network's low / high layer, "
-            "shape-class and colour accuracy (chance 1/8)."))
+            "is there, through the embedding prior and the low-level image): PixCorr, SSIM, "
+            "2-way at the referee's low / high layer, the fraction showing an object "
+            "(object_rate: above the referee's floor on backgrounds alone), shape-class and "
+            "colour accuracy (chance 1/8)."))
         cross = {r["subject"]: r for r in table1 if r["model"] == "MindBridge (1 model)"}
         single = {r["subject"]: r for r in table1 if r["model"] == "per-subject"}
         metrics["table1_mean"] = {k: {kk: round(v, 4) for kk, v in r.items()
@@ -435,11 +465,11 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
             _claim(run, "semantic", "Semantic 2-way well above chance (0.5)",
                    f"semantic 2-way {v:.3f}", "holds" if v > 0.7 else "weaker", "table1")
         if "shape_accuracy" in cross["mean"]:
-            v = cross["mean"]["shape_accuracy"]
-            _claim(run, "shape", "Shape class of the reconstructions well above 1/8",
-                   f"shape accuracy {v:.3f} (upper bound "
-                   f"{np.mean([true_rows[s]['shape_accuracy'] for s in sources]):.3f})",
-                   "holds" if v > 0.25 else "weaker" if v > 0.125 else "does not hold", "grid")
+            _recon_claim(run, "reconstructions", "Reconstructions from brains show the object "
+                         f"(mean of {len(sources)} subjects, one model)", cross["mean"],
+                         {"shape_accuracy": 0.6, "colour_accuracy": 0.7, "two_way_high": 0.9,
+                          "object_rate": 0.95},
+                         np.mean([true_rows[s]["shape_accuracy"] for s in sources]))  # fmt: skip
 
     # -- Table 2: the new subject ---------------------------------------------------------
     table2: list[dict[str, Any]] = []
@@ -466,6 +496,8 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
                 row = {"strategy": strategy, "n_samples": n, **scores(m, held)}
                 if pipe is not None and n == _closest(sizes, 500) and strategy == "reset":
                     tuned_500 = m
+                    if params.low_level:  # its own low-level ridge, from the same 500 images
+                        m.fit_low_level(part, pipe, rois=params.low_level_rois)
                 table2.append(row)
         seconds["table2"] = time.perf_counter() - t0
         if tuned_500 is not None:
@@ -473,12 +505,17 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
                 held, test.subjects[held].betas[:n_rec], pipeline=pipe,
                 n_samples=params.recon_samples,
                 num_inference_steps=params.recon_steps, guidance_scale=params.guidance_scale,
-                random_state=run.seed)  # fmt: skip
+                random_state=run.seed, strength=params.low_level_strength)  # fmt: skip
             ids = test.subjects[held].stim_ids[:n_rec]
             for row in table2:
                 if row["strategy"] == "reset" and row["n_samples"] == _closest(sizes, 500):
                     row.update(_recon_metrics(raw.stimuli, ids, recon[("new", held)], attrs, pipe,
                                               targets, run, {}, evaluator))  # fmt: skip
+                    if "shape_accuracy" in row:
+                        _recon_claim(run, "new_subject_reconstructions",
+                                     f"The new subject, reset-tuned on {row['n_samples']} "
+                                     "images: reconstructions show the object", row,
+                                     {"shape_accuracy": 0.5, "colour_accuracy": 0.6})
         run.add_table("table2", _rounded(table2), caption=(
             f"Like the paper's Table 2: the new subject {held} with n training images. reset: "
             "fresh embedder and builder, translator frozen, source batches for the cycle "
@@ -803,6 +840,166 @@ def _synthesis_figure(plt, run, summary) -> None:
     run.add_figure(fig, "synthesis", caption="Synthesized vs real aggregated fMRI of subject b.")
 
 
+def _recon_claim(run, name: str, claim: str, row: dict, targets: dict[str, float],
+                 bound: float | None = None) -> None:
+    """A claim on reconstruction metrics against the issue's targets: holds when every target
+    is met, weaker when at least half are, else does not hold."""
+    met = {k: row[k] >= t for k, t in targets.items() if k in row}
+    text = ", ".join(f"{k.replace('_accuracy', '')} {row[k]:.3f} (target {t})"
+                     for k, t in targets.items() if k in row)  # fmt: skip
+    if bound is not None:
+        text += f"; shape from the true embeddings {bound:.3f}"
+    verdict = "holds" if met and all(met.values()) else (
+        "weaker" if 2 * sum(met.values()) >= len(met) else "does not hold")  # fmt: skip
+    _claim(run, name, claim, text, verdict, "grid")
+
+
+def _fit_pixel_path(params, model, train, targets, pipe, run) -> None:
+    """The prior (one per model) and the low-level ridges (one per subject) of ``model``."""
+    if params.prior is not None:
+        kw = dict(params.prior)
+        model.fit_prior(train, targets, kw.pop("method", "knn"), **kw)
+    if params.low_level:
+        model.fit_low_level(train, pipe, rois=params.low_level_rois)
+    run.log(f"path to pixels: prior {params.prior}, low-level {params.low_level} "
+            f"(strength {params.low_level_strength})")  # fmt: skip
+
+
+def _share_pixel_path(src, dst, subject: str) -> None:
+    """Give a per-subject model the cross-subject model's prior and low-level ridge.
+
+    Neither depends on the network: the prior lives in the embedding space and the ridge
+    reads betas, so Table 1 compares the two networks through the same path to pixels."""
+    if getattr(src, "prior_", None) is not None:
+        dst.prior_ = src.prior_
+    if subject in (getattr(src, "low_level_", None) or {}):
+        dst.low_level_ = {subject: src.low_level_[subject]}
+        dst.low_level_voxels_ = {subject: src.low_level_voxels_[subject]}
+
+
+_PIXEL_ROWS = (
+    ("decoded embeddings", dict(prior=False, low_level=False)),
+    ("+ prior", dict(prior=True, low_level=False)),
+    ("+ low-level image", dict(prior=False, low_level=True)),
+    ("+ prior + low-level (default)", dict(prior=True, low_level=True)),
+)
+
+
+def attribute_readout(train, test, stimuli, attrs, subjects, n_images: int | None = None
+                      ) -> dict[str, float]:  # fmt: skip
+    """How well the betas themselves tell each attribute: the brains' information ceiling.
+
+    Per subject, a ridge classifier (standardised voxels, penalty by leave-one-out) learns
+    the main object's ``shape`` and ``colour`` from the repeat-averaged training betas and
+    reads the test images; returns the accuracies averaged over ``subjects``. A decoder that
+    goes through embeddings cannot be expected to beat a read-out trained for the attribute.
+    """
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    acc: dict[str, list[float]] = {"shape": [], "colour": []}
+    for s in subjects:
+        tr = train.select(s).average_repeats().subjects[s]
+        te = test.subjects[s]
+        ptr, pte = stimuli.index_of(tr.stim_ids), stimuli.index_of(te.stim_ids[:n_images])
+        for key in acc:
+            y = np.asarray(attrs[key])
+            clf = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(0, 5, 11)))
+            clf.fit(tr.betas, y[ptr])
+            acc[key].append(float(clf.score(te.betas[:n_images], y[pte])))
+    return {f"{k}_accuracy": float(np.mean(v)) for k, v in acc.items()}
+
+
+def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pipe, rec_kw,
+                       evaluator, n_images: int, metrics: dict) -> None:  # fmt: skip
+    """The path-to-pixels ablation: each piece on and off, and the low-level image alone."""
+    from decoding.evaluation.image_eval import reconstruction_metrics
+
+    kw = {k: v for k, v in rec_kw.items() if k != "n_samples"}
+    has_low = bool(getattr(model, "low_level_", None))
+    variants = [(label, v) for label, v in _PIXEL_ROWS
+                if (has_low or not v["low_level"]) and (getattr(model, "prior_", None)
+                                                         is not None or not v["prior"])]
+    shown: dict[str, np.ndarray] = {}
+    rows = []
+    for label, flags in run.progress(variants + [("low-level image alone", None)],
+                                     desc="path to pixels"):  # fmt: skip
+        if flags is None and not has_low:
+            continue
+        per = []
+        t0 = time.perf_counter()
+        for s in sources:
+            betas = test.subjects[s].betas[:n_images]
+            ids = test.subjects[s].stim_ids[:n_images]
+            ims = model.low_level_images(s, betas, pipe) if flags is None else model.reconstruct(
+                s, betas, pipeline=pipe, **flags, **kw)  # fmt: skip
+            pos = stimuli.index_of(ids)
+            ta = {k: np.asarray(attrs[k])[pos] for k in ("shape", "colour")} if (
+                "shape" in attrs and "colour" in attrs) else None  # fmt: skip
+            per.append(reconstruction_metrics(ims, _at_size(stimuli.images[pos], ims.shape[1:3]),
+                                              ta, evaluator=evaluator))  # fmt: skip
+            if s == sources[0]:
+                shown[label] = ims
+        sec = (time.perf_counter() - t0) / (n_images * len(sources))
+        rows.append({"path": label, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
+                     "seconds_per_image": sec})  # fmt: skip
+    if "shape" in attrs and "colour" in attrs:
+        rows.append({"path": "read-out from the betas (reference)",
+                     **attribute_readout(train, test, stimuli, attrs, sources, n_images)})
+    run.add_table("pixels", _rounded(rows), caption=(
+        f"The path from decoded embeddings to pixels, mean over {len(sources)} subjects "
+        f"({n_images} shared test images each), one MindBridge model: the decoded embeddings "
+        "as they are; through the embedding prior (k-nearest true embeddings of the training "
+        "images, MindEye2's diffusion prior in its lightest form); starting from the low-level "
+        f"image (ridge from early visual cortex to the autoencoder's latents, image-to-image at "
+        f"strength {kw.get('strength')}); both; and the low-level image alone. object_rate: "
+        "the fraction above the referee's floor on backgrounds alone. Reference: shape and "
+        "colour read straight from the betas by a ridge classifier trained for them (how much "
+        "of each the simulated brains carry)."))
+    metrics["pixels"] = {r["path"]: {k: round(v, 4) for k, v in r.items() if k != "path"}
+                         for r in rows}  # fmt: skip
+    by = {r["path"]: r for r in rows}
+    if "decoded embeddings" in by and "+ prior" in by and "shape_accuracy" in by["+ prior"]:
+        a, b = by["decoded embeddings"], by["+ prior"]
+        ok = b["shape_accuracy"] > a["shape_accuracy"] and b["object_rate"] >= a["object_rate"]
+        _claim(run, "prior", "A prior that carries decoded embeddings back to true ones brings "
+               "the object back (MindEye2's diffusion prior)",
+               f"shape {a['shape_accuracy']:.3f} -> {b['shape_accuracy']:.3f}, colour "
+               f"{a['colour_accuracy']:.3f} -> {b['colour_accuracy']:.3f}, with an object "
+               f"{a['object_rate']:.3f} -> {b['object_rate']:.3f}, 2-way high "
+               f"{a['two_way_high']:.3f} -> {b['two_way_high']:.3f}",
+               "holds" if ok else "does not hold", "pixels")  # fmt: skip
+    if "+ prior" in by and "+ prior + low-level (default)" in by:
+        a, b = by["+ prior"], by["+ prior + low-level (default)"]
+        better = [k for k in ("pixcorr", "ssim", "two_way_low") if b[k] > a[k]]
+        _claim(run, "low_level", "The low-level image (early visual cortex) helps the "
+               "low-level metrics (MindEye: PixCorr, SSIM)",
+               f"PixCorr {a['pixcorr']:.3f} -> {b['pixcorr']:.3f}, SSIM {a['ssim']:.3f} -> "
+               f"{b['ssim']:.3f}, low 2-way {a['two_way_low']:.3f} -> {b['two_way_low']:.3f}; "
+               f"shape {a['shape_accuracy']:.3f} -> {b['shape_accuracy']:.3f}",
+               "holds" if len(better) == 3 else "weaker" if better else "does not hold",
+               "pixels")  # fmt: skip
+    n_show = min(8, n_images)
+    ids = test.subjects[sources[0]].stim_ids[:n_show]
+    pos = stimuli.index_of(ids)
+    order = ["true"] + (["low-level image alone"] if "low-level image alone" in shown else []) + [
+        label for label, _ in variants]  # fmt: skip
+    fig, axes = plt.subplots(len(order), n_show, figsize=(1.2 * n_show, 1.25 * len(order)),
+                             squeeze=False)  # fmt: skip
+    for i, label in enumerate(order):
+        for j in range(n_show):
+            ax = axes[i, j]
+            ax.imshow(stimuli.images[pos[j]] if label == "true" else np.clip(shown[label][j], 0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label.replace(" (default)", "\n(default)"), fontsize=6)
+    fig.tight_layout()
+    run.add_figure(fig, "pixels", caption=f"The path to pixels for {sources[0]}: true images, "
+                   "the blurry low-level image, and the reconstructions with each piece.")
+
+
 def _grid_figure(plt, run, stimuli, test, recon, n_show, held) -> None:
     cols = list(dict.fromkeys(s for _, s in recon))
     first = test.subjects[cols[0]].stim_ids
@@ -828,7 +1025,8 @@ def _grid_figure(plt, run, stimuli, test, recon, n_show, held) -> None:
                 ax.set_ylabel(label, fontsize=7)
     fig.tight_layout()
     run.add_figure(fig, "grid", caption=f"Shared test images (top row) and their "
-                   f"reconstructions from each subject's fMRI by the one MindBridge model; last "
+                   f"reconstructions from each subject's fMRI by the one MindBridge model (through "
+                   f"the embedding prior, from the low-level image); last "
                    f"row: the new subject {held} reset-tuned on 500 images.")  # fmt: skip
 
 

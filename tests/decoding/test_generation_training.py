@@ -149,3 +149,35 @@ def test_two_cpu_processes_data_parallel(tmp_path):
 
     run(str(single))
     np.testing.assert_allclose(a, np.load(single / "rank0.npy"), atol=1e-5)
+
+
+def test_warm_restart_from_a_saved_pipeline_and_architecture_check(tmp_path):
+    """``init=``: the UNet stage starts from a saved pipeline's weights (a tiny real one)."""
+    from decoding.features import get_extractor
+    from decoding.generation import StimulusDiffusionPipeline, make_scheduler
+    from decoding.generation.training import train_stimulus_diffusion
+    from decoding.semantics import get_text_encoder
+
+    fx, tx = get_extractor("stimnet"), get_text_encoder("stimtext")
+    torch.manual_seed(1)
+    cond = EmbeddingConditioner(fx.dim, tx.dim, fx.identifier, tx.identifier,
+                                layout_channels=4, layout_size=16)  # fmt: skip
+    unet = make_unet(cond.cond_dim, block_out_channels=(8, 16), layout_channels=4)
+    StimulusDiffusionPipeline(
+        vae=StimulusAutoencoder(block_out_channels=(8, 8, 16)), unet=unet, conditioner=cond,
+        scheduler=make_scheduler("dpmsolver++", training_scheduler().config),
+    ).save_pretrained(tmp_path / "init")
+    kw = dict(n_train_images=16, n_val_images=4, unet_batch=8, unet_channels=(8, 16),
+              layout_channels=4, eval_every=0, ema_decay=None, progress=False,
+              log=lambda m: None)  # fmt: skip
+    # one step at a vanishing learning rate: the saved weights come back (nearly) unchanged
+    res = train_stimulus_diffusion(tmp_path / "out", unet_steps=1, lr=1e-12, init=tmp_path / "init",
+                                   **kw)  # fmt: skip
+    for a, b in zip(res["pipeline"].unet.state_dict().values(), unet.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert res["ae_history"] == [{"reused": str(tmp_path / "init" / "vae")}]
+    with pytest.raises(ValueError, match="init: the unet in .* has another architecture"):
+        train_stimulus_diffusion(tmp_path / "out2", unet_steps=1, init=tmp_path / "init",
+                                 **{**kw, "unet_channels": (8, 32)})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="init: .* is not a pipeline folder"):
+        train_stimulus_diffusion(tmp_path / "out3", unet_steps=1, init=tmp_path / "none", **kw)

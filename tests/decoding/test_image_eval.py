@@ -126,3 +126,26 @@ def test_weights_folder_errors_name_the_path(tiny, tmp_path):
     assert ok.info["width"] == 8
     with pytest.raises(ValueError, match="matching width"):
         ImageEvaluator(width=16, weights=ev.folder)
+
+
+def test_object_floor_separates_backgrounds_from_objects():
+    from data_loaders.simulate.stimuli import render_scenes, sample_scenes
+    from decoding.evaluation.image_eval import get_evaluator
+
+    ev = get_evaluator()
+    floor = ev.object_floor()
+    assert 1 / 8 < floor < 1 and ev.object_floor() == floor  # computed once
+    # backgrounds of another seed: (almost) none above the floor; true renders: all
+    scenes = sample_scenes(256, random_state=31)
+    scenes["present"][:] = False
+    bg = render_scenes(scenes, image_size=64)
+    true = render_stimuli(256, image_size=64, random_state=32).images
+    assert ev.has_object(bg).mean() <= 0.02
+    assert ev.has_object(true).mean() >= 0.95  # the bar for reconstructions
+    # the metric counts the same thing
+    m = reconstruction_metrics(np.concatenate([bg[:64], true[:64]]),
+                               np.concatenate([true[:64], true[:64]]), evaluator=ev)
+    assert m["object_rate"] == pytest.approx(ev.has_object(np.concatenate([bg[:64],
+                                                                           true[:64]])).mean())
+    with pytest.raises(ValueError, match="n_images"):
+        ev.object_floor(n_images=0)

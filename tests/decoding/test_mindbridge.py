@@ -442,7 +442,8 @@ def test_job_runs_through_the_cli_at_smoke_level(tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert cli.main(["run", str(config), "--smoke", "--quiet", "--out", str(out),
                      "--set", f"params.pipeline={tmp_path / 'p'}", "--set",
-                     "params.experiments=[table1,table2,ablations,synthesis,reconstructions]"]) == 0
+                     "params.experiments=[table1,table2,ablations,synthesis,reconstructions,"
+                     "pixels]"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert {"table1", "table2", "ablations", "synthesis"} <= set(metrics["tables"])
@@ -452,9 +453,110 @@ def test_job_runs_through_the_cli_at_smoke_level(tmp_path, monkeypatch):
         assert {"pixcorr", "ssim", "two_way_low", "two_way_high", "shape_accuracy",
                 "colour_accuracy"} <= set(rows[key]), key
     assert {r["strategy"] for r in metrics["tables"]["table2"]} == {"reset", "full", "scratch"}
+    paths = {r["path"] for r in metrics["tables"]["pixels"]}
+    assert paths == {"decoded embeddings", "+ prior", "+ low-level image",
+                     "+ prior + low-level (default)", "low-level image alone",
+                     "read-out from the betas (reference)"}
     claims = {c["name"]: c for c in json.loads((out / "claims.json").read_text())}
-    assert {"one_model", "reset_tuning", "aggregation", "losses", "synthesis"} <= set(claims)
+    assert {"one_model", "reset_tuning", "aggregation", "losses", "synthesis", "prior",
+            "low_level", "reconstructions"} <= set(claims)
     assert all(c["verdict"] in ("holds", "weaker", "does not hold") for c in claims.values())
     saved = MindBridge.from_pretrained(out / "checkpoints" / "mindbridge")
     assert list(saved.subjects_) == ["subj01", "subj02"]
-    assert (out / "figures" / "grid.png").is_file()
+    assert (out / "figures" / "grid.png").is_file() and (out / "figures" / "pixels.png").is_file()
+    assert (out / "checkpoints" / "mindbridge" / "prior").is_dir()
+
+
+# --------------------------------------------------------------------------------------
+# the path to pixels: embedding prior and low-level decoders held by the model
+# --------------------------------------------------------------------------------------
+def test_prior_is_applied_by_reconstruct_and_saved_with_the_model(bridge, toy, tmp_path):
+    from decoding.generation import Conditioning
+    from decoding.generation.prior import EmbeddingPrior
+
+    train, test, tg = toy
+    pipe = _tiny_pipeline(DIM, TDIM, "toy-image-v1", "toy-text-v1")
+    m = bridge.copy()
+    prior = m.fit_prior(train.select(["subj01", "subj02", "subj03"]), tg)
+    assert m.prior_ is prior and prior.method == "knn" and prior.k == 4
+    ids = np.unique(np.concatenate([train.subjects[s].stim_ids for s in ("subj01", "subj02",
+                                                                           "subj03")]))
+    np.testing.assert_allclose(prior.bank_["image"], _unit(tg.image[tg.rows(ids)]), atol=1e-6)
+    x = test.subjects["subj01"].betas[:4]
+    kw = dict(pipeline=pipe, num_inference_steps=2, low_level=False)
+    # reconstruct = the pipeline on the prior's output (the wiring), and differs without it
+    dec = m.predict_embeddings("subj01", x)
+    mapped = prior.transform(Conditioning(dec["image"], dec["text"], tg.image_id, tg.text_id))
+    want = pipe(image_embeds=torch.from_numpy(mapped.image_embeds),
+                text_embeds=torch.from_numpy(mapped.text_embeds), num_inference_steps=2,
+                generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    got = m.reconstruct("subj01", x, **kw)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.abs(got - m.reconstruct("subj01", x, prior=False, **kw)).max() > 1e-3
+    # an explicit prior fitted on other embeddings is refused, naming it
+    other = EmbeddingPrior("knn", k=2).fit(*[Conditioning(_unit(tg.image), None, "other-id",
+                                                          None)] * 2)  # fmt: skip
+    with pytest.raises(ValueError, match="another embedding identifier"):
+        m.reconstruct("subj01", x, prior=other, **kw)
+    with pytest.raises(ValueError, match="prior: expected True, False or an EmbeddingPrior"):
+        m.reconstruct("subj01", x, prior="knn", **kw)
+    with pytest.raises(ValueError, match="'moments' prior needs decoded embeddings"):
+        m.copy().fit_prior(train, tg, method="moments")
+    # saved with the model, same images after loading
+    m.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "prior" / "config.json").is_file()
+    back = MindBridge.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(back.reconstruct("subj01", x, **kw), got)
+    # a new fit forgets the prior of the old one
+    assert not hasattr(MindBridge(**{**TINY, "n_epochs": 1}).fit(train.select("subj01"), tg),
+                       "prior_")  # fmt: skip
+
+
+def test_low_level_path_is_ridge_on_latents_and_seeds_img2img(bridge, toy, tmp_path):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from decoding.generation.training import encode_images
+
+    train, test, tg = toy
+    pipe = _tiny_pipeline(DIM, TDIM, "toy-image-v1", "toy-text-v1")
+    m = bridge.copy()
+    decs = m.fit_low_level(train.select("subj01"), pipe, alphas=[1.0, 100.0])
+    assert set(decs) == {"subj01"} and m.low_level_ is decs
+    # the reference: sklearn ridge on the repeat-averaged betas -> latents of the 64 px images
+    avg = train.select("subj01").average_repeats().subjects["subj01"]
+    from decoding.decoders.mindbridge import _resized
+
+    ims = _resized(train.stimuli.images[train.stimuli.index_of(avg.stim_ids)], 64)
+    with torch.no_grad():
+        z = encode_images(pipe.vae, ims).numpy()
+    sc = StandardScaler().fit(avg.betas)
+    ref = RidgeCV(alphas=[1.0, 100.0]).fit(sc.transform(avg.betas), z.reshape(len(z), -1))
+    x = test.subjects["subj01"].betas[:3]
+    np.testing.assert_allclose(decs["subj01"].predict(x).reshape(3, -1),
+                               ref.predict(sc.transform(x)), rtol=1e-3, atol=1e-3)  # fmt: skip
+    low = m.low_level_images("subj01", x, pipe)
+    assert low.shape == (3, 64, 64, 3)
+    # strength 0: the low-level image through the autoencoder, untouched by the denoiser
+    kw = dict(pipeline=pipe, num_inference_steps=4, prior=False)
+    out0 = m.reconstruct("subj01", x, strength=0.0, **kw)
+    want = pipe(image_embeds=torch.zeros(3, DIM), init_images=low, strength=0.0).images
+    np.testing.assert_allclose(out0, want, atol=1e-5)
+    full = m.reconstruct("subj01", x, strength=1.0, **kw)
+    assert np.abs(full - out0).max() > 1e-3
+    # subjects without a decoder start from noise, as low_level=False does
+    y = test.subjects["subj02"].betas[:3]
+    np.testing.assert_array_equal(m.reconstruct("subj02", y, **kw),
+                                  m.reconstruct("subj02", y, low_level=False, **kw))
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(ValueError, match="strength: expected a number in \\[0, 1\\]"):
+            m.reconstruct("subj01", x, strength=bad, **kw)
+    with pytest.raises(ValueError, match="rois: subj01 has no ROI \\['FFA'\\]"):
+        m.fit_low_level(train.select("subj01"), pipe, rois=["FFA"])
+    with pytest.raises(ValueError, match="no low-level decoder for 'subj03'"):
+        m.low_level_images("subj03", test.subjects["subj03"].betas[:2], pipe)
+    m.save_pretrained(tmp_path / "m")
+    back = MindBridge.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(back.low_level_voxels_["subj01"], m.low_level_voxels_["subj01"])
+    np.testing.assert_array_equal(back.reconstruct("subj01", x, **kw),
+                                  m.reconstruct("subj01", x, **kw))
