@@ -147,6 +147,33 @@ def _generator_images(train, test, model, params, run) -> tuple[dict | None, str
     return out, "generator"
 
 
+def _save_reconstructions(run, model, stimuli, tests, names, prior_used: str) -> None:
+    """``reconstructions.npz``: the 2D prior of each subject (``prior_2d_subjNN``: the
+    generator's image, or the early-visual regression when that is the prior) and, beside
+    a generator prior, the early-visual image too (``early_visual_subjNN``). Subjects
+    tested on other images than the first are left out (one file, one set of images)."""
+    from decoding.evaluation.reconstructions import save_reconstructions
+
+    ids = np.asarray(tests[names[0]]["ids"])
+    rows: dict[str, np.ndarray] = {}
+    for s in names:
+        if not np.array_equal(np.asarray(tests[s]["ids"]), ids):
+            run.log(f"reconstructions.npz: {s} left out (other test images)")
+            continue
+        rows[f"prior_2d_{s}"] = tests[s]["images_2d"]
+        if prior_used != "early_visual":
+            rows[f"early_visual_{s}"] = model.predict_images(s, tests[s]["betas"],
+                                                             size=tests[s]["images_2d"].shape[1])
+    true = stimuli.images[stimuli.index_of(ids)]
+    size = rows[f"prior_2d_{names[0]}"].shape[1]
+    if true.shape[1] != size:  # the stimuli at the size the 2D prior is drawn at
+        from PIL import Image
+
+        true = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+                         for im in true])  # fmt: skip
+    save_reconstructions(run.out_dir / "reconstructions.npz", true, ids, rows)
+
+
 def _score(shape, lat, truth, res):
     from decoding.decoders.brain3d import evaluate_objects
 
@@ -231,6 +258,7 @@ def brain3d(params: Brain3DParams, run) -> dict:
     for s in names:
         tests[s]["images_2d"] = (gen_images[s] if gen_images is not None
                                  else model.predict_images(s, tests[s]["betas"]))
+    _save_reconstructions(run, model, test.stimuli, tests, names, prior_used)
 
     # -- experiment 1: scores against the true objects -----------------------------------------
     img_reg = None
