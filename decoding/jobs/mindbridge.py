@@ -100,6 +100,9 @@ class MindBridgeParams(BaseModel):
     )
     low_level_strength: float = Field(0.6, ge=0, le=1, description="img2img strength")
     n_pixel_images: int = Field(100, ge=2, description="test images per subject, pixels ablation")
+    pixel_strengths: list[float] = Field(
+        default_factory=list, description="more img2img strengths shown in the pixels ablation"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -420,7 +423,8 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
         if "pixels" in exp:
             t0 = time.perf_counter()
             _pixels_experiment(plt, run, bridge, raw.stimuli, train, test, sources, attrs, pipe,
-                               rec_kw, evaluator, params.n_pixel_images, metrics)  # fmt: skip
+                               rec_kw, evaluator, params.n_pixel_images, metrics,
+                               params.pixel_strengths)  # fmt: skip
             seconds["pixels"] = time.perf_counter() - t0
     if table1:
         cols = keys + ["pixcorr", "ssim", "two_way_low", "two_way_high", "object_rate",
@@ -912,7 +916,8 @@ def attribute_readout(train, test, stimuli, attrs, subjects, n_images: int | Non
 
 
 def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pipe, rec_kw,
-                       evaluator, n_images: int, metrics: dict) -> None:  # fmt: skip
+                       evaluator, n_images: int, metrics: dict,
+                       strengths: list[float] = ()) -> None:  # fmt: skip
     """The path-to-pixels ablation: each piece on and off, and the low-level image alone."""
     from decoding.evaluation.image_eval import reconstruction_metrics
 
@@ -923,7 +928,10 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
                                                          is not None or not v["prior"])]
     shown: dict[str, np.ndarray] = {}
     rows = []
-    for label, flags in run.progress(variants + [("low-level image alone", None)],
+    extra = [(f"+ prior + low-level, strength {st}", dict(prior=True, low_level=True,
+                                                           strength=float(st)))
+             for st in strengths if has_low and float(st) != kw.get("strength")]  # fmt: skip
+    for label, flags in run.progress(variants + extra + [("low-level image alone", None)],
                                      desc="path to pixels"):  # fmt: skip
         if flags is None and not has_low:
             continue
@@ -933,7 +941,7 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
             betas = test.subjects[s].betas[:n_images]
             ids = test.subjects[s].stim_ids[:n_images]
             ims = model.low_level_images(s, betas, pipe) if flags is None else model.reconstruct(
-                s, betas, pipeline=pipe, **flags, **kw)  # fmt: skip
+                s, betas, pipeline=pipe, **{**kw, **flags})  # fmt: skip
             pos = stimuli.index_of(ids)
             ta = {k: np.asarray(attrs[k])[pos] for k in ("shape", "colour")} if (
                 "shape" in attrs and "colour" in attrs) else None  # fmt: skip
