@@ -49,6 +49,10 @@ class StimulusDiffusionParams(BaseModel):
     lr: float = Field(1e-3, gt=0)
     ema_decay: float | None = Field(0.999, ge=0, lt=1)
     vae: str | None = Field(None, description="reuse this autoencoder (or pipeline) folder")
+    init: str | None = Field(
+        None, description="warm-restart the UNet from this pipeline folder ('shipped': the "
+        "shipped one), with a fresh learning-rate schedule over unet_steps"
+    )
     eval_every: int = Field(1000, ge=0)
     n_eval: int = Field(96, ge=2)
     n_test: int = Field(200, ge=4, description="held-out images scored")
@@ -145,7 +149,7 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
             unet_batch=p.unet_batch, ae_channels=tuple(p.ae_channels),
             unet_channels=tuple(p.unet_channels), layers_per_block=p.layers_per_block,
             layout_channels=p.layout_channels, lr=p.lr, ema_decay=p.ema_decay, vae=p.vae,
-            eval_every=p.eval_every, n_eval=p.n_eval, seed=run.seed,
+            init=_init_folder(p.init), eval_every=p.eval_every, n_eval=p.n_eval, seed=run.seed,
             checkpoint_dir=run.checkpoint_dir / "training", progress=run.verbose,
             log=run.log,
         )  # fmt: skip
@@ -367,3 +371,13 @@ def stimulus_diffusion(params: StimulusDiffusionParams, run) -> dict:
            f"(batch {len(samples)}, {torch.get_num_threads()} thread, load at run time "
            "uncontrolled)", "holds" if speed >= 10 else "weaker")  # fmt: skip
     return metrics
+
+
+def _init_folder(init: str | None):
+    """The pipeline folder a warm restart starts from ('shipped': the package's weights)."""
+    if init != "shipped":
+        return init
+    from decoding.features import WEIGHTS_DIR
+    from decoding.generation import DEFAULT_PIPELINE_ID
+
+    return WEIGHTS_DIR / DEFAULT_PIPELINE_ID
