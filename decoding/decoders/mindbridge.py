@@ -758,7 +758,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
                if getattr(self, "low_level_", None) else {}),
         }
 
-    _part_names = ("prior", "low_level")
+    _part_names = ("prior", "low_level", "readout")
 
     def _write_parts(self, folder: Path) -> None:
         """The fitted prior (``prior/``) and low-level decoders (``low_level/<subject>/``)."""
@@ -766,6 +766,8 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             self.prior_.save_pretrained(folder / "prior")
         for subject, dec in (getattr(self, "low_level_", None) or {}).items():
             dec.save_pretrained(folder / "low_level" / subject)
+        for subject, ro in (getattr(self, "readout_", None) or {}).items():
+            ro.save_pretrained(folder / "readout" / subject)
 
     @classmethod
     def from_pretrained(
@@ -793,6 +795,11 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             from ..generation.prior import EmbeddingPrior
 
             est.prior_ = EmbeddingPrior.from_pretrained(folder / "prior")
+        if (folder / "readout").is_dir():
+            from ..generation.prior import LabelReadout
+
+            est.readout_ = {p.name: LabelReadout.from_pretrained(p)
+                            for p in sorted((folder / "readout").iterdir()) if p.is_dir()}
         voxels = getattr(est, "low_level_voxels_", None) or {}
         if voxels:
             from ..generation.prior import LowLevelDecoder
@@ -835,7 +842,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             raise ValueError(f"dataset: expected an FMRIDataset, got {type(dataset).__name__}")
         targets = self._check_targets(targets)
         for attr in ("module_", "subjects_", "image_embedding_id_", "prior_", "low_level_",
-                     "low_level_voxels_"):  # fmt: skip
+                     "low_level_voxels_", "readout_"):  # fmt: skip
             if hasattr(self, attr):
                 delattr(self, attr)
         rng = np.random.default_rng(self.random_state)
@@ -1189,6 +1196,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         targets: EmbeddingTargets,
         method: str = DEFAULT_PRIOR["method"],
         decoded: Any = None,
+        labels: Any = None,
         **prior_params: Any,
     ) -> Any:
         """Fit the embedding prior that :meth:`reconstruct` applies (``prior_``).
@@ -1212,6 +1220,11 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             made out-of-fold (:func:`~decoding.generation.prior.cross_fitted_predictions`),
             so that the prior sees the shrinkage it must undo. ``"knn"`` draws from the
             bank and needs none.
+        labels : str or array-like of int, optional
+            ``"knn"``: a class per stimulus (a key of ``dataset.stimuli.attributes``, e.g.
+            ``"colour"``, or an array aligned with ``dataset.stimuli``); the bank keeps each
+            image's class, and :meth:`reconstruct` weighs the subject's
+            :meth:`fit_label_readout` posterior of it.
         **prior_params
             Other :class:`EmbeddingPrior` arguments (default ``k=4, temperature=0.02``).
 
@@ -1248,8 +1261,50 @@ class MindBridge(PretrainedMixin, BaseEstimator):
                 )
         elif decoded is None:
             decoded = true  # "knn" / "identity" learn from the true embeddings only
-        self.prior_ = prior.fit(decoded, true)
+        bank_labels = None
+        if labels is not None:
+            if not isinstance(dataset, FMRIDataset):
+                raise ValueError("labels: need the FMRIDataset (its stimuli), not stimulus ids")
+            bank_labels = _stimulus_labels(dataset.stimuli, labels, ids)
+        self.prior_ = prior.fit(decoded, true, bank_labels=bank_labels)
         return self.prior_
+
+    def fit_label_readout(self, dataset: FMRIDataset, labels: Any, C: float = 0.01
+                          ) -> dict[str, Any]:  # fmt: skip
+        """Per subject, a read-out of a class straight from the betas (``readout_``).
+
+        A decoded embedding can lose what the brain still tells (here: the object's colour);
+        the prior then weighs this read-out's posterior when it picks true embeddings
+        (``EmbeddingPrior(label_weight=...)``), from brain data only.
+
+        Parameters
+        ----------
+        dataset : FMRIDataset
+            Training trials of known subjects (repeats are averaged here).
+        labels : str or array-like of int
+            A key of ``dataset.stimuli.attributes`` or one class per stimulus; the prior must
+            be fitted with the same ``labels``.
+        C : float
+            :class:`~decoding.generation.prior.LabelReadout`'s inverse penalty.
+
+        Returns
+        -------
+        dict of str -> LabelReadout
+        """
+        from ..generation.prior import LabelReadout
+
+        self._check_fitted()
+        if not isinstance(dataset, FMRIDataset):
+            raise ValueError(f"dataset: expected an FMRIDataset, got {type(dataset).__name__}")
+        avg = dataset.average_repeats()
+        out = dict(getattr(self, "readout_", None) or {})
+        for s in avg.subject_names:
+            self._known(s)
+            sub = avg.subjects[s]
+            y = _stimulus_labels(dataset.stimuli, labels, sub.stim_ids)
+            out[s] = LabelReadout(C=C).fit(self._check_betas(s, sub.betas), y)
+        self.readout_ = out
+        return out
 
     def fit_low_level(
         self,
@@ -1360,6 +1415,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         prior: Any = True,
         low_level: Any = True,
         strength: float = 0.6,
+        readout: bool = True,
     ) -> np.ndarray:
         """Images from a subject's betas, through the generation layer.
 
@@ -1391,13 +1447,17 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             (default ``stimnet``); its identifier must be the model's.
         prior : bool or EmbeddingPrior
             True: the fitted ``prior_`` when there is one; False: the decoded embeddings as
-            they are; an :class:`~decoding.generation.prior.EmbeddingPrior`: that one.
+            they are; an :class:`~decoding.generation.prior.EmbeddingPrior`: that one. A prior
+            with bank labels also weighs the subject's label read-out
+            (:meth:`fit_label_readout`) when there is one.
         low_level : bool
             True: start from the subject's low-level image when a decoder is fitted; False:
             from pure noise.
         strength : float in [0, 1]
             Fraction of the denoising schedule re-run from the low-level image (1: its
             layout is all but ignored; 0: the blurry image itself).
+        readout : bool
+            Let a prior with bank labels weigh the subject's label read-out (when fitted).
 
         Returns
         -------
@@ -1426,9 +1486,14 @@ class MindBridge(PretrainedMixin, BaseEstimator):
         if prior is not None:
             from ..generation.pipeline import Conditioning
 
+            lp = None
+            ro = (getattr(self, "readout_", None) or {}).get(subject)
+            if readout and ro is not None and getattr(prior, "bank_labels_", None) is not None:
+                lp = ro.predict_log_proba(self._check_betas(subject, betas))
             mapped = prior.transform(Conditioning(emb["image"], emb.get("text"),
                                                   self.image_embedding_id_,
-                                                  self.text_embedding_id_))  # fmt: skip
+                                                  self.text_embedding_id_),
+                                     label_log_proba=lp)  # fmt: skip
             emb = {"image": mapped.image_embeds}
             if mapped.text_embeds is not None:
                 emb["text"] = mapped.text_embeds
@@ -1516,3 +1581,19 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def _stimulus_labels(stimuli: Stimuli, labels: Any, ids: np.ndarray) -> np.ndarray:
+    """Integer classes of the stimuli ``ids`` from an attribute key or a per-stimulus array."""
+    if isinstance(labels, str):
+        attrs = stimuli.attributes or {}
+        if labels not in attrs:
+            raise ValueError(f"labels: {labels!r} is not a stimulus attribute; expected one of "
+                             f"{sorted(attrs)}")  # fmt: skip
+        values = np.asarray(attrs[labels])
+    else:
+        values = np.asarray(labels)
+    if values.shape != (len(stimuli),) or values.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected {len(stimuli)} integer classes (one per stimulus), "
+                         f"got {values.dtype} of shape {values.shape}")  # fmt: skip
+    return values[stimuli.index_of(ids)].astype(np.int64)

@@ -26,7 +26,7 @@ from .pipeline import (
     default_pipeline,
     load_pipeline,
 )
-from .prior import EmbeddingPrior, LowLevelDecoder, cross_fitted_predictions
+from .prior import EmbeddingPrior, LabelReadout, LowLevelDecoder, cross_fitted_predictions
 from .selection import SelectionResult, select_samples
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Conditioning",
     "EmbeddingConditioner",
     "EmbeddingPrior",
+    "LabelReadout",
     "LowLevelDecoder",
     "SelectionResult",
     "StimulusAutoencoder",

@@ -13,6 +13,13 @@ true ones. :class:`EmbeddingPrior` is a light version of that idea, fitted in se
   ``k`` true embeddings (of training images) most similar to the decoded one.
 - ``"identity"``: no change (ablations).
 
+A decoder can lose an attribute the brain still carries (on the simulated visual cortex,
+MindBridge's embeddings keep the object's shape but little of its colour, which a linear
+read-out of the betas still tells at about 0.6). ``"knn"`` can take that evidence too:
+with ``bank_labels`` (the class of each bank image) and, at transform time, the log
+posterior of a :class:`LabelReadout` of the same brain, each candidate's logit gains
+``label_weight * log p(its class | betas)``.
+
 The prior must see the shrinkage it undoes, so it is fitted on decoded embeddings of the
 *training* images made out-of-fold (:func:`cross_fitted_predictions`), never on in-sample
 predictions (which are much closer to the truth than test predictions are).
@@ -42,6 +49,7 @@ from .pipeline import Conditioning
 __all__ = [
     "EmbeddingPrior",
     "LowLevelDecoder",
+    "LabelReadout",
     "cross_fitted_predictions",
     "PRIOR_METHODS",
     "DEFAULT_LOW_LEVEL_ALPHAS",
@@ -243,6 +251,9 @@ class EmbeddingPrior(BaseEstimator):
         neighbour only; large: a plain mean of the ``k``).
     text_weight : float
         Weight of the text block in the similarity of ``"knn"`` (0: images only).
+    label_weight : float
+        ``"knn"`` with ``bank_labels``: weight of the label log posterior given to
+        :meth:`transform` (0: ignore it).
     random_state : int or None
         Unused (every method is deterministic); kept for the suite's API.
 
@@ -256,6 +267,8 @@ class EmbeddingPrior(BaseEstimator):
         ``image_dim_ + text_dim_``.
     bank_ : dict of str -> ndarray of float32, shape (n_bank, width)
         ``"knn"``: the unit-normed true embeddings, keys ``"image"`` and ``"text"``.
+    bank_labels_ : ndarray of int64, shape (n_bank,), or None
+        ``"knn"``: the class of each bank row (``fit(bank_labels=...)``).
     moments_ : dict of str -> dict of str -> ndarray of float64
         ``"moments"``: per block, ``"decoded_mean"`` (width,), ``"map"`` (width, width) and
         ``"target_mean"`` (width,).
@@ -272,12 +285,14 @@ class EmbeddingPrior(BaseEstimator):
         k: int = 8,
         temperature: float = 0.05,
         text_weight: float = 1.0,
+        label_weight: float = 2.0,
         random_state: int | None = 0,
     ) -> None:
         self.method = method
         self.k = k
         self.temperature = temperature
         self.text_weight = text_weight
+        self.label_weight = label_weight
         self.random_state = random_state
 
     # -- checks ----------------------------------------------------------------------------
@@ -286,7 +301,8 @@ class EmbeddingPrior(BaseEstimator):
             raise ValueError(f"method: expected one of {PRIOR_METHODS}, got {self.method!r}")
         check_int("k", self.k, 1)
         for name, value, low in (("temperature", self.temperature, "> 0"),
-                                 ("text_weight", self.text_weight, ">= 0")):  # fmt: skip
+                                 ("text_weight", self.text_weight, ">= 0"),
+                                 ("label_weight", self.label_weight, ">= 0")):  # fmt: skip
             ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
                 value, bool) and np.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)
             if not ok:
@@ -300,7 +316,8 @@ class EmbeddingPrior(BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, decoded: Conditioning, target: Conditioning,
-            bank: Conditioning | None = None) -> EmbeddingPrior:  # fmt: skip
+            bank: Conditioning | None = None, bank_labels: Any = None
+            ) -> EmbeddingPrior:  # fmt: skip
         """Learn the map from decoded to true embeddings.
 
         Parameters
@@ -313,6 +330,9 @@ class EmbeddingPrior(BaseEstimator):
         bank : Conditioning or None
             ``"knn"``: the true embeddings to draw from (e.g. of every training image);
             default ``target``.
+        bank_labels : array-like of int, shape (n_bank,), optional
+            ``"knn"``: a class (>= 0) per bank row, e.g. the main object's colour, that a
+            :class:`LabelReadout` of the brain can weigh at transform time.
 
         Returns
         -------
@@ -339,6 +359,20 @@ class EmbeddingPrior(BaseEstimator):
         self.n_features_in_ = dims[0] + dims[1]
         self.bank_: dict[str, np.ndarray] = {}
         self.moments_: dict[str, dict[str, np.ndarray]] = {}
+        self.bank_labels_ = None
+        if bank_labels is not None:
+            labels = np.asarray(bank_labels)
+            if self.method != "knn":
+                raise ValueError(f"bank_labels: only the 'knn' prior uses them, got method "
+                                 f"{self.method!r}")  # fmt: skip
+            if labels.shape != (len(b_img),) or labels.dtype.kind not in "iu" or (
+                labels < 0
+            ).any():
+                raise ValueError(
+                    f"bank_labels: expected {len(b_img)} integer classes >= 0 (one per bank "
+                    f"row), got {labels.dtype} of shape {labels.shape}"
+                )
+            self.bank_labels_ = labels.astype(np.int64)
         if self.method == "knn":
             if self.k > len(b_img):
                 raise ValueError(f"k: expected at most the bank's {len(b_img)} rows, got {self.k}")
@@ -366,13 +400,19 @@ class EmbeddingPrior(BaseEstimator):
         return self
 
     # -- mapping ---------------------------------------------------------------------------
-    def transform(self, decoded: Conditioning, batch_size: int = 1024) -> Conditioning:
+    def transform(self, decoded: Conditioning, batch_size: int = 1024,
+                  label_log_proba: Any = None) -> Conditioning:  # fmt: skip
         """Map decoded embeddings (e.g. of test images) towards true ones.
 
         Parameters
         ----------
         decoded : Conditioning, n rows
             Same identifiers and widths as at fit time; finite values.
+        label_log_proba : array-like, shape (n, n_classes), optional
+            ``"knn"`` fitted with ``bank_labels``: the log posterior of each row's class read
+            from the same brain (:meth:`LabelReadout.predict_log_proba`); adds
+            ``label_weight * label_log_proba[i, bank_labels_[j]]`` to the logit of bank row
+            ``j`` for row ``i``.
         batch_size : int
             Rows compared with the bank at once (``"knn"``; bounds memory).
 
@@ -393,6 +433,19 @@ class EmbeddingPrior(BaseEstimator):
         _check_same_kind("decoded", decoded, "the embeddings this prior was fitted on",
                          self._ids(), self._dims(),
                          "a prior trained on another embedding identifier or width")  # fmt: skip
+        lp = None
+        if label_log_proba is not None:
+            if getattr(self, "bank_labels_", None) is None:
+                raise ValueError(
+                    "label_log_proba: this prior has no bank_labels (fit(..., bank_labels=...))"
+                )
+            lp = _finite_matrix("label_log_proba", label_log_proba)
+            need = int(self.bank_labels_.max()) + 1
+            if lp.shape[0] != len(img) or lp.shape[1] < need:
+                raise ValueError(
+                    f"label_log_proba: expected shape ({len(img)}, >= {need}) (a row per "
+                    f"embedding, a column per class of the bank), got {lp.shape}"
+                )
         if self.method == "identity":
             return decoded
         if self.method == "moments":
@@ -405,9 +458,10 @@ class EmbeddingPrior(BaseEstimator):
                 out[block] = _unit(y).astype(np.float32)
             return Conditioning(out["image"], out.get("text"), self.image_embedding_id_,
                                 self.text_embedding_id_)  # fmt: skip
-        return self._knn(img, txt, batch_size)
+        return self._knn(img, txt, batch_size, lp)
 
-    def _knn(self, img: np.ndarray, txt: np.ndarray | None, batch_size: int) -> Conditioning:
+    def _knn(self, img: np.ndarray, txt: np.ndarray | None, batch_size: int,
+             lp: np.ndarray | None = None) -> Conditioning:  # fmt: skip
         bank_i = self.bank_["image"].astype(np.float64)
         bank_t = self.bank_["text"].astype(np.float64) if "text" in self.bank_ else None
         w2 = float(self.text_weight) ** 2 if bank_t is not None else 0.0
@@ -420,9 +474,12 @@ class EmbeddingPrior(BaseEstimator):
             sim = q_i[s:s + batch_size] @ bank_i.T
             if bank_t is not None:
                 sim = (sim + w2 * (q_t[s:s + batch_size] @ bank_t.T)) / (1.0 + w2)
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else (
-                np.broadcast_to(np.arange(sim.shape[1]), sim.shape))
-            logits = np.take_along_axis(sim, top, axis=1) / float(self.temperature)
+            full = sim / float(self.temperature)
+            if lp is not None:
+                full = full + float(self.label_weight) * lp[s:s + batch_size][:, self.bank_labels_]
+            top = np.argpartition(-full, k - 1, axis=1)[:, :k] if k < full.shape[1] else (
+                np.broadcast_to(np.arange(full.shape[1]), full.shape))
+            logits = np.take_along_axis(full, top, axis=1)
             weights = np.exp(logits - logits.max(axis=1, keepdims=True))
             weights /= weights.sum(axis=1, keepdims=True)
             out_i[s:s + batch_size] = _unit(np.einsum("nk,nkd->nd", weights, bank_i[top]))
@@ -438,6 +495,8 @@ class EmbeddingPrior(BaseEstimator):
     # -- saving ----------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"bank.{b}": v for b, v in self.bank_.items()}
+        if getattr(self, "bank_labels_", None) is not None:
+            arrays["bank_labels"] = self.bank_labels_
         for block, m in self.moments_.items():
             arrays.update({f"moments.{block}.{key}": v for key, v in m.items()})
         return arrays
@@ -471,6 +530,8 @@ class EmbeddingPrior(BaseEstimator):
             ) from err
         est.n_features_in_ = est.image_dim_ + est.text_dim_
         est.bank_, est.moments_ = {}, {}
+        est.bank_labels_ = arrays["bank_labels"].astype(np.int64) if "bank_labels" in arrays \
+            else None  # fmt: skip
         blocks = ["image"] + (["text"] if est.text_dim_ else [])
         if est.method == "knn":
             need = [f"bank.{b}" for b in blocks]
@@ -491,6 +552,106 @@ class EmbeddingPrior(BaseEstimator):
             elif est.method == "moments":
                 est.moments_[b] = {k: arrays[f"moments.{b}.{k}"]
                                    for k in ("decoded_mean", "map", "target_mean")}  # fmt: skip
+        return est
+
+
+# -- a class read straight from the brain ------------------------------------------------------
+class LabelReadout(BaseEstimator):
+    """Multinomial logistic regression from standardised betas to a class (e.g. a colour).
+
+    What a decoder's embeddings lose, a read-out trained for it may still find in the betas;
+    :meth:`EmbeddingPrior.transform` weighs its log posterior (``label_log_proba``).
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 penalty of scikit-learn's ``LogisticRegression`` (small: voxels outnumber
+        images).
+    random_state : int or None
+        Unused (lbfgs is deterministic); kept for the suite's API.
+
+    Attributes
+    ----------
+    n_classes_ : int
+        ``max(label) + 1``: columns of :meth:`predict_log_proba` (classes never seen get
+        probability 0, log -inf replaced by a large negative number).
+    x_mean_, x_scale_ : ndarray of float64, shape (n_voxels,)
+    coef_ : ndarray of float64, shape (n_seen, n_voxels)
+    intercept_ : ndarray of float64, shape (n_seen,)
+    classes_ : ndarray of int64, shape (n_seen,)
+    """
+
+    def __init__(self, C: float = 0.01, random_state: int | None = 0) -> None:
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, betas: Any, labels: Any) -> LabelReadout:
+        """Fit on betas (n, n_voxels) and integer labels (n,) >= 0 (at least 2 classes)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        X = _finite_matrix("betas", betas)
+        y = np.asarray(labels)
+        if y.shape != (len(X),) or y.dtype.kind not in "iu" or (y < 0).any():
+            raise ValueError(f"labels: expected {len(X)} integer classes >= 0, got {y.dtype} of "
+                             f"shape {y.shape}")  # fmt: skip
+        if np.unique(y).size < 2:
+            raise ValueError(f"labels: expected at least 2 classes, got {np.unique(y).tolist()}")
+        sc = StandardScaler().fit(X)
+        clf = LogisticRegression(C=float(self.C), max_iter=3000).fit(sc.transform(X), y)
+        self.x_mean_, self.x_scale_ = sc.mean_.astype(np.float64), sc.scale_.astype(np.float64)
+        self.coef_ = np.asarray(clf.coef_, np.float64)
+        self.intercept_ = np.asarray(clf.intercept_, np.float64)
+        self.classes_ = np.asarray(clf.classes_, np.int64)
+        if len(self.classes_) == 2:  # scikit-learn's binary case: one row for class 1
+            self.coef_ = np.vstack([-self.coef_ / 2, self.coef_ / 2])
+            self.intercept_ = np.concatenate([-self.intercept_ / 2, self.intercept_ / 2])
+        self.n_classes_ = int(y.max()) + 1
+        self.n_features_in_ = int(X.shape[1])
+        return self
+
+    def predict_log_proba(self, betas: Any) -> np.ndarray:
+        """Log posterior over the classes, (n, n_classes_) (unseen classes: -1e4)."""
+        check_is_fitted(self)
+        X = _finite_matrix("betas", betas)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"betas: {X.shape[1]} voxels given, expected {self.n_features_in_} "
+                             "(the count fitted)")  # fmt: skip
+        z = ((X - self.x_mean_) / self.x_scale_) @ self.coef_.T + self.intercept_
+        z = z - z.max(axis=1, keepdims=True)
+        seen = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        out = np.full((len(X), self.n_classes_), -1e4)
+        out[:, self.classes_] = seen
+        return out
+
+    def predict(self, betas: Any) -> np.ndarray:
+        """Most probable class, (n,)."""
+        return self.predict_log_proba(betas).argmax(axis=1)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (the folder is replaced whole)."""
+        check_is_fitted(self)
+        extra = {"n_classes_": self.n_classes_, "n_features_in_": self.n_features_in_}
+        arrays = {"x_mean": self.x_mean_, "x_scale": self.x_scale_, "coef": self.coef_,
+                  "intercept": self.intercept_, "classes": self.classes_}  # fmt: skip
+        return _save_folder(self, save_directory, extra, arrays)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_directory: str | os.PathLike) -> LabelReadout:
+        """Load a :meth:`save_pretrained` folder."""
+        keys = ("x_mean", "x_scale", "coef", "intercept", "classes")
+        est, extra, arrays, _ = _load_folder(cls, pretrained_directory, keys)
+        try:
+            est.n_classes_ = int(extra["n_classes_"])
+            est.n_features_in_ = int(extra["n_features_in_"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{Path(pretrained_directory) / CONFIG_NAME}: field 'extra' does not describe a "
+                f"fitted {cls.__name__} ({type(err).__name__}: {err})"
+            ) from err
+        est.x_mean_, est.x_scale_ = arrays["x_mean"], arrays["x_scale"]
+        est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
+        est.classes_ = arrays["classes"].astype(np.int64)
         return est
 
 

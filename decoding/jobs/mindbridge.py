@@ -94,6 +94,10 @@ class MindBridgeParams(BaseModel):
         description="MindBridge.fit_prior(method=..., **rest) on the decoded embeddings; "
         "null: the generator gets them as decoded",
     )
+    prior_labels: str | None = Field(
+        "colour", description="a stimulus attribute the prior weighs through a per-subject "
+        "read-out from the betas (null: none; skipped when the stimuli lack it)"
+    )
     low_level: bool = Field(True, description="seed the generator with the low-level image")
     low_level_rois: str | list[str] | None = Field(
         "early", description="ROIs of the low-level ridge ('early': V1-hV4; null: all voxels)"
@@ -502,6 +506,8 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
                     tuned_500 = m
                     if params.low_level:  # its own low-level ridge, from the same 500 images
                         m.fit_low_level(part, pipe, rois=params.low_level_rois)
+                    if getattr(m, "readout_", None) and _labels(params, part):
+                        m.fit_label_readout(part, _labels(params, part))
                 table2.append(row)
         seconds["table2"] = time.perf_counter() - t0
         if tuned_500 is not None:
@@ -860,13 +866,24 @@ def _recon_claim(run, name: str, claim: str, row: dict, targets: dict[str, float
 
 def _fit_pixel_path(params, model, train, targets, pipe, run) -> None:
     """The prior (one per model) and the low-level ridges (one per subject) of ``model``."""
+    labels = _labels(params, train)
     if params.prior is not None:
         kw = dict(params.prior)
-        model.fit_prior(train, targets, kw.pop("method", "knn"), **kw)
+        model.fit_prior(train, targets, kw.pop("method", "knn"), labels=labels, **kw)
+        if labels is not None:
+            model.fit_label_readout(train, labels)
     if params.low_level:
         model.fit_low_level(train, pipe, rois=params.low_level_rois)
-    run.log(f"path to pixels: prior {params.prior}, low-level {params.low_level} "
-            f"(strength {params.low_level_strength})")  # fmt: skip
+    run.log(f"path to pixels: prior {params.prior} (labels {labels}), low-level "
+            f"{params.low_level} (strength {params.low_level_strength})")  # fmt: skip
+
+
+def _labels(params, dataset) -> str | None:
+    """The attribute the prior weighs, when the prior uses the bank and the stimuli have it."""
+    key = params.prior_labels
+    if key is None or params.prior is None or dict(params.prior).get("method", "knn") != "knn":
+        return None
+    return key if key in (dataset.stimuli.attributes or {}) else None
 
 
 def _share_pixel_path(src, dst, subject: str) -> None:
@@ -879,13 +896,16 @@ def _share_pixel_path(src, dst, subject: str) -> None:
     if subject in (getattr(src, "low_level_", None) or {}):
         dst.low_level_ = {subject: src.low_level_[subject]}
         dst.low_level_voxels_ = {subject: src.low_level_voxels_[subject]}
+    if subject in (getattr(src, "readout_", None) or {}):
+        dst.readout_ = {subject: src.readout_[subject]}
 
 
 _PIXEL_ROWS = (
     ("decoded embeddings", dict(prior=False, low_level=False)),
-    ("+ prior", dict(prior=True, low_level=False)),
+    ("+ prior", dict(prior=True, low_level=False, readout=False)),
+    ("+ prior + read-out", dict(prior=True, low_level=False)),
     ("+ low-level image", dict(prior=False, low_level=True)),
-    ("+ prior + low-level (default)", dict(prior=True, low_level=True)),
+    ("+ prior + read-out + low-level (default)", dict(prior=True, low_level=True)),
 )
 
 
@@ -923,13 +943,17 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
 
     kw = {k: v for k, v in rec_kw.items() if k != "n_samples"}
     has_low = bool(getattr(model, "low_level_", None))
+    has_ro = bool(getattr(model, "readout_", None)) and getattr(
+        getattr(model, "prior_", None), "bank_labels_", None) is not None  # fmt: skip
     variants = [(label, v) for label, v in _PIXEL_ROWS
                 if (has_low or not v["low_level"]) and (getattr(model, "prior_", None)
-                                                         is not None or not v["prior"])]
+                                                         is not None or not v["prior"])
+                and (has_ro or "read-out" not in label)]  # fmt: skip
+    if not has_ro:  # without a read-out the default is prior + low-level
+        variants = [(lab.replace(" + read-out", ""), v) for lab, v in variants]
     shown: dict[str, np.ndarray] = {}
     rows = []
-    extra = [(f"+ prior + low-level, strength {st}", dict(prior=True, low_level=True,
-                                                           strength=float(st)))
+    extra = [(f"default, strength {st}", dict(prior=True, low_level=True, strength=float(st)))
              for st in strengths if has_low and float(st) != kw.get("strength")]  # fmt: skip
     for label, flags in run.progress(variants + extra + [("low-level image alone", None)],
                                      desc="path to pixels"):  # fmt: skip
@@ -959,9 +983,11 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
         f"The path from decoded embeddings to pixels, mean over {len(sources)} subjects "
         f"({n_images} shared test images each), one MindBridge model: the decoded embeddings "
         "as they are; through the embedding prior (k-nearest true embeddings of the training "
-        "images, MindEye2's diffusion prior in its lightest form); starting from the low-level "
-        f"image (ridge from early visual cortex to the autoencoder's latents, image-to-image at "
-        f"strength {kw.get('strength')}); both; and the low-level image alone. object_rate: "
+        "images, MindEye2's diffusion prior in its lightest form); the prior weighing a "
+        "per-subject read-out of the object's colour from the betas (read-out); starting from "
+        "the low-level image (ridge from early visual cortex to the autoencoder's latents, "
+        f"image-to-image at strength {kw.get('strength')}); all of them; and the low-level "
+        "image alone. object_rate: "
         "the fraction above the referee's floor on backgrounds alone. Reference: shape and "
         "colour read straight from the betas by a ridge classifier trained for them (how much "
         "of each the simulated brains carry)."))
@@ -978,8 +1004,19 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
                f"{a['object_rate']:.3f} -> {b['object_rate']:.3f}, 2-way high "
                f"{a['two_way_high']:.3f} -> {b['two_way_high']:.3f}",
                "holds" if ok else "does not hold", "pixels")  # fmt: skip
-    if "+ prior" in by and "+ prior + low-level (default)" in by:
-        a, b = by["+ prior"], by["+ prior + low-level (default)"]
+    default = next((r for r in by if r.endswith("(default)")), None)
+    with_prior = "+ prior + read-out" if "+ prior + read-out" in by else "+ prior"
+    if "+ prior" in by and "+ prior + read-out" in by and "shape_accuracy" in by["+ prior"]:
+        a, b = by["+ prior"], by["+ prior + read-out"]
+        _claim(run, "readout", "What the decoded embeddings lose, a read-out of the same "
+               "brain gives back (the prior weighs its colour posterior)",
+               f"colour {a['colour_accuracy']:.3f} -> {b['colour_accuracy']:.3f}, shape "
+               f"{a['shape_accuracy']:.3f} -> {b['shape_accuracy']:.3f}, 2-way high "
+               f"{a['two_way_high']:.3f} -> {b['two_way_high']:.3f}",
+               "holds" if b["colour_accuracy"] > a["colour_accuracy"] + 0.05 else
+               "does not hold", "pixels")  # fmt: skip
+    if with_prior in by and default is not None:
+        a, b = by[with_prior], by[default]
         better = [k for k in ("pixcorr", "ssim", "two_way_low") if b[k] > a[k]]
         _claim(run, "low_level", "The low-level image (early visual cortex) helps the "
                "low-level metrics (MindEye: PixCorr, SSIM)",

@@ -454,17 +454,18 @@ def test_job_runs_through_the_cli_at_smoke_level(tmp_path, monkeypatch):
                 "colour_accuracy"} <= set(rows[key]), key
     assert {r["strategy"] for r in metrics["tables"]["table2"]} == {"reset", "full", "scratch"}
     paths = {r["path"] for r in metrics["tables"]["pixels"]}
-    assert paths == {"decoded embeddings", "+ prior", "+ low-level image",
-                     "+ prior + low-level (default)", "low-level image alone",
+    assert paths == {"decoded embeddings", "+ prior", "+ prior + read-out", "+ low-level image",
+                     "+ prior + read-out + low-level (default)", "low-level image alone",
                      "read-out from the betas (reference)"}
     claims = {c["name"]: c for c in json.loads((out / "claims.json").read_text())}
     assert {"one_model", "reset_tuning", "aggregation", "losses", "synthesis", "prior",
-            "low_level", "reconstructions"} <= set(claims)
+            "readout", "low_level", "reconstructions"} <= set(claims)
     assert all(c["verdict"] in ("holds", "weaker", "does not hold") for c in claims.values())
     saved = MindBridge.from_pretrained(out / "checkpoints" / "mindbridge")
     assert list(saved.subjects_) == ["subj01", "subj02"]
     assert (out / "figures" / "grid.png").is_file() and (out / "figures" / "pixels.png").is_file()
-    assert (out / "checkpoints" / "mindbridge" / "prior").is_dir()
+    for part in ("prior", "low_level", "readout"):
+        assert (out / "checkpoints" / "mindbridge" / part).is_dir(), part
 
 
 # --------------------------------------------------------------------------------------
@@ -560,3 +561,41 @@ def test_low_level_path_is_ridge_on_latents_and_seeds_img2img(bridge, toy, tmp_p
     np.testing.assert_array_equal(back.low_level_voxels_["subj01"], m.low_level_voxels_["subj01"])
     np.testing.assert_array_equal(back.reconstruct("subj01", x, **kw),
                                   m.reconstruct("subj01", x, **kw))
+
+
+def test_label_readout_is_weighed_by_the_prior_in_reconstruct(bridge, toy, tmp_path):
+    from decoding.generation import Conditioning
+
+    train, test, tg = toy
+    pipe = _tiny_pipeline(DIM, TDIM, "toy-image-v1", "toy-text-v1")
+    m = bridge.copy()
+    # a class per stimulus that the betas tell (the sign of the first embedding dimension)
+    rows = tg.rows(train.stimuli.ids)
+    labels = (tg.image[rows, 0] > 0).astype(np.int64)
+    srcs = train.select(["subj01", "subj02", "subj03"])
+    prior = m.fit_prior(srcs, tg, labels=labels, label_weight=50.0)
+    readouts = m.fit_label_readout(srcs, labels)
+    assert set(readouts) == {"subj01", "subj02", "subj03"} and prior.bank_labels_ is not None
+    x = test.subjects["subj01"].betas[:4]
+    truth = (tg.image[tg.rows(test.subjects["subj01"].stim_ids[:4]), 0] > 0).astype(int)
+    lp = readouts["subj01"].predict_log_proba(x)
+    assert np.mean(lp.argmax(1) == truth) >= 0.75  # the read-out reads the class
+    dec = m.predict_embeddings("subj01", x)
+    mapped = prior.transform(Conditioning(dec["image"], dec["text"], tg.image_id, tg.text_id),
+                             label_log_proba=lp)  # fmt: skip
+    kw = dict(pipeline=pipe, num_inference_steps=2, low_level=False)
+    want = pipe(image_embeds=torch.from_numpy(mapped.image_embeds),
+                text_embeds=torch.from_numpy(mapped.text_embeds), num_inference_steps=2,
+                generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    got = m.reconstruct("subj01", x, **kw)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # the chosen true embeddings carry the class the read-out gave
+    bank_cls = prior.bank_labels_[np.argmax(mapped.image_embeds @ prior.bank_["image"].T, 1)]
+    np.testing.assert_array_equal(bank_cls, lp.argmax(1))
+    m.save_pretrained(tmp_path / "m")
+    back = MindBridge.from_pretrained(tmp_path / "m")
+    np.testing.assert_array_equal(back.reconstruct("subj01", x, **kw), got)
+    with pytest.raises(ValueError, match="labels: 'hue' is not a stimulus attribute"):
+        m.fit_label_readout(srcs, "hue")
+    with pytest.raises(ValueError, match="labels: expected .* integer classes"):
+        m.fit_prior(srcs, tg, labels=labels[:-1])

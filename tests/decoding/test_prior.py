@@ -302,3 +302,75 @@ def test_low_level_save_load_round_trip(tmp_path, latent_data, low_level):
     loaded = LowLevelDecoder.from_pretrained(tmp_path / "ll")
     assert loaded.alpha_ == low_level.alpha_ and loaded.latent_shape_ == (4, 16, 16)
     np.testing.assert_array_equal(loaded.predict(betas), low_level.predict(betas))
+
+
+# -- a class read from the brain, weighed by the k-NN prior ------------------------------------
+def test_label_readout_is_scikit_learns_logistic_regression(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from decoding.generation.prior import LabelReadout
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200) * 2  # classes 0, 2, 4: 1 and 3 never seen
+    X = rng.standard_normal((200, 30)) + 0.8 * np.eye(30)[y]
+    ro = LabelReadout(C=0.1).fit(X, y)
+    sc = StandardScaler().fit(X)
+    ref = LogisticRegression(C=0.1, max_iter=3000).fit(sc.transform(X), y)
+    Xt = rng.standard_normal((20, 30))
+    lp = ro.predict_log_proba(Xt)
+    assert lp.shape == (20, 5) and np.all(lp[:, [1, 3]] == -1e4)
+    np.testing.assert_allclose(lp[:, [0, 2, 4]], ref.predict_log_proba(sc.transform(Xt)),
+                               atol=1e-8)  # fmt: skip
+    np.testing.assert_array_equal(ro.predict(Xt), ref.predict(sc.transform(Xt)))
+    ro.save_pretrained(tmp_path / "ro")
+    np.testing.assert_allclose(LabelReadout.from_pretrained(tmp_path / "ro")
+                               .predict_log_proba(Xt), lp, atol=1e-12)  # fmt: skip
+    # two classes: scikit-learn's single row becomes the symmetric pair, same posterior
+    y2 = (y > 0).astype(int)
+    ro2 = LabelReadout(C=0.1).fit(X, y2)
+    ref2 = LogisticRegression(C=0.1, max_iter=3000).fit(sc.transform(X), y2)
+    np.testing.assert_allclose(ro2.predict_log_proba(Xt), ref2.predict_log_proba(
+        sc.transform(Xt)), atol=1e-8)  # fmt: skip
+    with pytest.raises(ValueError, match="labels: expected 200 integer classes"):
+        LabelReadout().fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LabelReadout().fit(X, np.zeros(200, int))
+    with pytest.raises(ValueError, match="betas: 29 voxels given, expected 30"):
+        ro.predict_log_proba(Xt[:, :29])
+
+
+def test_knn_prior_weighs_the_label_posterior():
+    rng = np.random.default_rng(4)
+    n_bank = 60
+    bank = _cond(_unit(rng.standard_normal((n_bank, D_IMG))), _unit(rng.standard_normal(
+        (n_bank, D_TXT))))  # fmt: skip
+    labels = np.arange(n_bank) % 3
+    query = _cond(_unit(rng.standard_normal((5, D_IMG))), _unit(rng.standard_normal((5, D_TXT))))
+    plain = EmbeddingPrior("knn", k=1, temperature=0.05).fit(bank, bank)
+    pr = EmbeddingPrior("knn", k=1, temperature=0.05, label_weight=1e3).fit(
+        bank, bank, bank_labels=labels)  # fmt: skip
+    # no posterior, or a flat one: the plain k-NN
+    np.testing.assert_allclose(pr.transform(query).image_embeds, plain.transform(query)
+                               .image_embeds)  # fmt: skip
+    flat = np.log(np.full((5, 3), 1 / 3))
+    np.testing.assert_allclose(pr.transform(query, label_log_proba=flat).image_embeds,
+                               plain.transform(query).image_embeds, atol=1e-6)  # fmt: skip
+    # a sure posterior on class c: the most similar bank row *of class c*
+    want_cls = np.array([0, 1, 2, 1, 0])
+    lp = np.log(np.full((5, 3), 1e-6))
+    lp[np.arange(5), want_cls] = 0.0
+    got = pr.transform(query, label_log_proba=lp).image_embeds
+    sim = (query.image_embeds @ bank.image_embeds.T + query.text_embeds @ bank.text_embeds.T) / 2
+    for i, c in enumerate(want_cls):
+        j = np.flatnonzero(labels == c)[np.argmax(sim[i, labels == c])]
+        np.testing.assert_allclose(got[i], bank.image_embeds[j], atol=1e-6)
+    with pytest.raises(ValueError, match="label_log_proba: this prior has no bank_labels"):
+        plain.transform(query, label_log_proba=lp)
+    with pytest.raises(ValueError, match="label_log_proba: expected shape \\(5, >= 3\\)"):
+        pr.transform(query, label_log_proba=lp[:, :2])
+    with pytest.raises(ValueError, match="bank_labels: only the 'knn' prior"):
+        EmbeddingPrior("moments").fit(bank, bank, bank_labels=labels)
+    with pytest.raises(ValueError, match="bank_labels: expected 60 integer classes"):
+        EmbeddingPrior("knn").fit(bank, bank, bank_labels=labels[:-1])
+    with pytest.raises(ValueError, match="label_weight"):
+        EmbeddingPrior("knn", label_weight=-1.0).fit(bank, bank)
