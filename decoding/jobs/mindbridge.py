@@ -1039,7 +1039,8 @@ def _pixels_experiment(plt, run, model, stimuli, train, test, sources, attrs, pi
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(label.replace(" (default)", "\n(default)"), fontsize=6)
+                ax.set_ylabel(label.replace(" + ", "\n+ ").replace(" (default)", "\n(default)"),
+                              fontsize=6)
     fig.tight_layout()
     run.add_figure(fig, "pixels", caption=f"The path to pixels for {sources[0]}: true images, "
                    "the blurry low-level image, and the reconstructions with each piece.")
