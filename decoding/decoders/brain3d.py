@@ -738,7 +738,8 @@ class Brain3D(PretrainedMixin):
 
         b = self._check_betas(subject, betas)
         net = self.module_.stage1[subject].eval()
-        out, _ = net(self._inputs(subject, b))
+        xs = self._inputs(subject, b)
+        out, _ = net(xs)
         probs = torch.softmax(out["shape"], -1)
         codes = self.module_.shape.codes
         if self.latent_mode == "argmax":
@@ -748,8 +749,7 @@ class Brain3D(PretrainedMixin):
         cont = torch.cat([out["axis"], out["size"], out["position"], out["rgb"]], 1)
         cont = (cont * self.module_.target_sd + self.module_.target_mean).cpu().numpy()
         axis = _axis_from_tensor(cont[:, :6].astype(np.float64))
-        xz = (torch.as_tensor(np.asarray(b, np.float32), device=probs.device)
-              - getattr(self.module_, f"mean_{subject}")) / getattr(self.module_, f"sd_{subject}")
+        xz = torch.cat([xs[r] for r in self.layouts_[subject]], 1)  # standardised voxels
         scores = xz @ getattr(self.module_, f"col_w_{subject}") + getattr(
             self.module_, f"col_b_{subject}")  # fmt: skip
         col_p = torch.softmax(scores, -1).cpu().numpy()  # ridge scores, softmax-normalised

@@ -1471,7 +1471,8 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             raise ValueError(f"strength: expected a number in [0, 1], got {strength!r}")
         if not isinstance(low_level, bool | np.bool_):
             raise ValueError(f"low_level: expected True or False, got {low_level!r}")
-        emb = self.predict_embeddings(subject, betas)
+        x = self._check_betas(subject, betas)
+        emb = self.predict_embeddings(subject, x)
         if pipeline is None:
             from ..generation import default_pipeline
 
@@ -1489,7 +1490,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
             lp = None
             ro = (getattr(self, "readout_", None) or {}).get(subject)
             if readout and ro is not None and getattr(prior, "bank_labels_", None) is not None:
-                lp = ro.predict_log_proba(self._check_betas(subject, betas))
+                lp = ro.predict_log_proba(x)
             mapped = prior.transform(Conditioning(emb["image"], emb.get("text"),
                                                   self.image_embedding_id_,
                                                   self.text_embedding_id_),
@@ -1499,7 +1500,7 @@ class MindBridge(PretrainedMixin, BaseEstimator):
                 emb["text"] = mapped.text_embeds
         init = None
         if low_level and subject in (getattr(self, "low_level_", None) or {}):
-            init = self.low_level_images(subject, betas, pipeline)
+            init = self.low_level_images(subject, x, pipeline)
         txt = emb.get("text") if use_text and getattr(pipeline, "text_embed_dim", 0) else None
         gen = torch.Generator().manual_seed(int(random_state)) if random_state is not None \
             else None  # fmt: skip

@@ -264,7 +264,11 @@ class ImageEvaluator:
         -------
         ndarray of bool, shape (n,)
         """
-        proba = self.predict_attributes(images)["shape_proba"]
+        return self._above_floor(self._run(images)[2][:, :8])
+
+    def _above_floor(self, shape_logits: np.ndarray) -> np.ndarray:
+        """Max softmax probability of the shape head above :meth:`object_floor`."""
+        proba = torch.from_numpy(shape_logits).softmax(1).numpy()
         return proba.max(axis=1) > self.object_floor()
 
     def _train(self) -> None:
@@ -422,8 +426,7 @@ def reconstruction_metrics(
         "ssim": ssim(pred, true),
         "two_way_low": two_way_identification(lp, lt),
         "two_way_high": two_way_identification(hp, ht),
-        "object_rate": float(np.mean(
-            torch.from_numpy(op[:, :8]).softmax(1).numpy().max(1) > ev.object_floor())),
+        "object_rate": float(np.mean(ev._above_floor(op[:, :8]))),
     }
     if true_attributes is not None:
         for name, sl in (("shape", slice(0, 8)), ("colour", slice(8, 16))):

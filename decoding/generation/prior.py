@@ -152,6 +152,24 @@ def _load_folder(cls: type, pretrained_directory: str | os.PathLike, keys: tuple
     return est, dict(extra), arrays, w_path
 
 
+def _extra_fields(cls: type, pretrained_directory: str | os.PathLike, extra: dict[str, Any],
+                  fields: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:  # fmt: skip
+    """The fitted fields of a saved config's ``extra``, converted, or a ValueError naming it."""
+    try:
+        return {key: convert(extra[key]) for key, convert in fields.items()}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{Path(pretrained_directory) / CONFIG_NAME}: field 'extra' does not describe a "
+            f"fitted {cls.__name__} ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _set_linear(est: BaseEstimator, arrays: dict[str, np.ndarray]) -> None:
+    """The standardised linear model both array estimators hold (x_mean_ ... intercept_)."""
+    est.x_mean_, est.x_scale_ = arrays["x_mean"], arrays["x_scale"]
+    est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
+
+
 # -- out-of-fold predictions -------------------------------------------------------------------
 def cross_fitted_predictions(
     fit_predict: Callable[[np.ndarray, np.ndarray], Any],
@@ -641,16 +659,10 @@ class LabelReadout(BaseEstimator):
         """Load a :meth:`save_pretrained` folder."""
         keys = ("x_mean", "x_scale", "coef", "intercept", "classes")
         est, extra, arrays, _ = _load_folder(cls, pretrained_directory, keys)
-        try:
-            est.n_classes_ = int(extra["n_classes_"])
-            est.n_features_in_ = int(extra["n_features_in_"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{Path(pretrained_directory) / CONFIG_NAME}: field 'extra' does not describe a "
-                f"fitted {cls.__name__} ({type(err).__name__}: {err})"
-            ) from err
-        est.x_mean_, est.x_scale_ = arrays["x_mean"], arrays["x_scale"]
-        est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
+        fields = _extra_fields(cls, pretrained_directory, extra,
+                               {"n_classes_": int, "n_features_in_": int})  # fmt: skip
+        est.n_classes_, est.n_features_in_ = fields["n_classes_"], fields["n_features_in_"]
+        _set_linear(est, arrays)
         est.classes_ = arrays["classes"].astype(np.int64)
         return est
 
@@ -804,17 +816,12 @@ class LowLevelDecoder(BaseEstimator):
         """Load a :meth:`save_pretrained` folder; predictions are identical to the saved ones."""
         keys = ("x_mean", "x_scale", "coef", "intercept")
         est, extra, arrays, w_path = _load_folder(cls, pretrained_directory, keys)
-        try:
-            est.latent_shape_ = tuple(int(s) for s in extra["latent_shape_"])
-            est.alpha_ = float(extra["alpha_"])
-            est.n_features_in_ = int(extra["n_features_in_"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{Path(pretrained_directory) / CONFIG_NAME}: field 'extra' does not describe a "
-                f"fitted {cls.__name__} ({type(err).__name__}: {err})"
-            ) from err
-        est.x_mean_, est.x_scale_ = arrays["x_mean"], arrays["x_scale"]
-        est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
+        fields = _extra_fields(cls, pretrained_directory, extra, {
+            "latent_shape_": lambda v: tuple(int(s) for s in v), "alpha_": float,
+            "n_features_in_": int})  # fmt: skip
+        est.latent_shape_, est.alpha_ = fields["latent_shape_"], fields["alpha_"]
+        est.n_features_in_ = fields["n_features_in_"]
+        _set_linear(est, arrays)
         n_out = int(np.prod(est.latent_shape_))
         if est.coef_.shape != (n_out, est.n_features_in_) or est.intercept_.shape != (n_out,):
             raise CorruptFileError(

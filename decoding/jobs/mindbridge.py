@@ -506,8 +506,9 @@ def mindbridge(params: MindBridgeParams, run) -> dict:
                     tuned_500 = m
                     if params.low_level:  # its own low-level ridge, from the same 500 images
                         m.fit_low_level(part, pipe, rois=params.low_level_rois)
-                    if getattr(m, "readout_", None) and _labels(params, part):
-                        m.fit_label_readout(part, _labels(params, part))
+                    labels = _labels(params, part)
+                    if getattr(m, "readout_", None) and labels:
+                        m.fit_label_readout(part, labels)
                 table2.append(row)
         seconds["table2"] = time.perf_counter() - t0
         if tuned_500 is not None:
